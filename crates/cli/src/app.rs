@@ -1,0 +1,45 @@
+//! `hastack app`: the tiny built-in app server.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `hastack app`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Name to answer with (default: the listen address).
+    #[arg(long)]
+    name: Option<String>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            crate::signals::wait_for_termination().await;
+            stop.cancel();
+        });
+        let config = hastack_app::AppConfig {
+            name: args.name.unwrap_or_else(|| args.listen.to_string()),
+            listen: args.listen,
+        };
+        hastack_app::run(config, shutdown)
+            .await
+            .with_context(|| format!("app server on {}", args.listen))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

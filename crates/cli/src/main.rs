@@ -1,0 +1,60 @@
+//! `hastack`: one binary for every layer. This crate is the only place that touches argv,
+//! environment variables, signals and the global tracing subscriber; each subcommand is a
+//! thin shell around its component crate.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod app;
+mod check;
+mod logging;
+mod signals;
+
+/// Redundancy and automatic failover for every layer of an internet service, with the
+/// measurements to prove it.
+#[derive(Debug, Parser)]
+#[command(name = "hastack", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `hastack_proxy=debug,info` (overrides HASTACK_LOG).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate config files: every error with file:line:column, or a short summary.
+    Check(check::Args),
+    /// Run the tiny built-in app server (a backend for demos, tests and drills).
+    App(app::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log.as_deref(), cli.log_format);
+    let result = match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::App(args) => app::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors go to stderr as plain text too, so they are seen even with logging filtered off.
+#[allow(clippy::print_stderr, reason = "the binary's last-resort error report")]
+fn eprintln_error(e: &anyhow::Error) {
+    eprintln!("hastack: {e:#}");
+}
