@@ -16,6 +16,7 @@
 //! | `POST /_control/unhealthy`, `/_control/healthy` | flip `/health` |
 //! | `POST /_control/fail`, `/_control/ok` | every other path answers `500` / normally |
 //! | `POST /_control/delay/<ms>` | add `ms` of latency to every answer (0 to clear) |
+//! | `GET /_upgrade` with `Upgrade: echo` | `101`, then echoes every byte back (tests upgrades) |
 //!
 //! It deliberately has no configuration file: flags are enough for a test fixture.
 
@@ -105,7 +106,10 @@ pub async fn serve(
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+            {
                 debug!(error = %e, "connection ended with an error");
             }
         });
@@ -135,6 +139,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let method = req.method().clone();
     match (&method, segs.as_slice()) {
         (&Method::POST, ["_control", what @ ..]) => control(state, what),
+        (&Method::GET, ["_upgrade"]) => upgrade(state, req),
         (_, ["health"]) => {
             if state.unhealthy.load(Ordering::Relaxed) {
                 reply(state, StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n")
@@ -181,6 +186,34 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         }
         _ => reply(state, StatusCode::OK, state.name.clone()),
     }
+}
+
+/// Switch to an echo protocol: everything the client sends comes back.
+fn upgrade(state: &State, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let wants_echo = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"echo"));
+    if !wants_echo {
+        return reply(state, StatusCode::BAD_REQUEST, "send Upgrade: echo\n");
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+            Err(e) => debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut r = reply(state, StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    r.headers_mut()
+        .insert(header::UPGRADE, http::HeaderValue::from_static("echo"));
+    r.headers_mut()
+        .insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    r.headers_mut().remove(header::CONTENT_TYPE);
+    r
 }
 
 fn control(state: &State, what: &[&str]) -> Response<Full<Bytes>> {

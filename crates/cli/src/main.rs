@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod app;
 mod check;
 mod logging;
+mod proxy;
 mod signals;
 
 /// Redundancy and automatic failover for every layer of an internet service, with the
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Validate config files: every error with file:line:column, or a short summary.
     Check(check::Args),
+    /// Run the HTTP/TCP load balancer (SIGHUP reloads, SIGTERM drains).
+    Proxy(proxy::Args),
     /// Run the tiny built-in app server (a backend for demos, tests and drills).
     App(app::Args),
 }
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     logging::init(cli.log.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Proxy(args) => proxy::run(args),
         Command::App(args) => app::run(args),
     };
     match result {

@@ -1,0 +1,408 @@
+//! Test fixtures that run the real `hastack` binary: app backends, a proxy, and a steady
+//! keep-alive load driver. Every process is killed when its fixture is dropped.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+pub fn hastack() -> &'static str {
+    env!("CARGO_BIN_EXE_hastack")
+}
+
+/// A port free right now on loopback (the OS picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `f` every 10 ms until it returns `Some`, or panic with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn wait_port(addr: SocketAddr, timeout: Duration) {
+    eventually(timeout, &format!("{addr} to accept connections"), || async move {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await;
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Option<Child>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for the process to exit by itself, up to `timeout`; returns its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("{} did not exit within {timeout:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            // A frozen process must be thawed to die cleanly under some kernels.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A `hastack app` backend.
+pub struct Backend {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub name: String,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Backend::start_on(name, free_port()).await
+    }
+
+    pub async fn start_on(name: &str, port: u16) -> Backend {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(hastack())
+            .args(["app", "--listen", &addr.to_string(), "--name", name])
+            .env("HASTACK_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        wait_port(addr, Duration::from_secs(10)).await;
+        Backend {
+            proc: Proc {
+                child: Some(child),
+                name: format!("backend {name}"),
+            },
+            addr,
+            name: name.to_string(),
+        }
+    }
+
+    /// Start again on the same port after a kill.
+    pub async fn restart(&mut self) {
+        self.proc.kill9();
+        let again = Backend::start_on(&self.name, self.addr.port()).await;
+        *self = again;
+    }
+}
+
+/// A `hastack proxy` process with its config file.
+pub struct ProxyProc {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+}
+
+pub fn temp_path(name: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "hastack-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+impl ProxyProc {
+    /// Start with `config` (must contain `[proxy.admin] listen = ADMIN`).
+    pub async fn start(config: &str, admin: SocketAddr, wait_for: &[SocketAddr]) -> ProxyProc {
+        let path = temp_path("proxy.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(hastack())
+            .args(["proxy", "--config", path.to_str().unwrap()])
+            .env("HASTACK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let p = ProxyProc {
+            proc: Proc {
+                child: Some(child),
+                name: "proxy".into(),
+            },
+            admin,
+            config: path,
+        };
+        wait_port(admin, Duration::from_secs(10)).await;
+        for a in wait_for {
+            wait_port(*a, Duration::from_secs(10)).await;
+        }
+        p
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.admin, "/status").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").await.unwrap().1
+    }
+
+    /// The state of member `member` of pool `pool` per `/status`.
+    pub async fn member(&self, pool: &str, member: &str) -> serde_json::Value {
+        let s = self.status().await;
+        s["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .unwrap_or_else(|| panic!("no pool {pool} in {s}"))["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == member)
+            .unwrap_or_else(|| panic!("no member {member} in {s}"))
+            .clone()
+    }
+
+    pub async fn member_state(&self, pool: &str, member: &str) -> String {
+        self.member(pool, member).await["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        http_request(self.admin, "POST", path).await.unwrap()
+    }
+}
+
+/// The value of the metric line starting with `prefix` (labels included), or 0.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_request(addr, "GET", path).await
+}
+
+/// One request on a fresh connection.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let code = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Totals of a load run.
+#[derive(Debug, Default, Clone)]
+pub struct LoadStats {
+    pub ok: u64,
+    pub failed: u64,
+    pub failures: Vec<String>,
+    /// Responses per backend name (from `x-served-by`).
+    pub by_backend: std::collections::BTreeMap<String, u64>,
+}
+
+/// Steady closed-loop GET load from `conns` keep-alive connections until stopped. A
+/// connection that errors is replaced (the error counts as a failed request).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<LoadStats>>,
+    pub ok: Arc<AtomicU64>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, path: &str, conns: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let tasks = (0..conns)
+            .map(|_| {
+                let stop = stop.clone();
+                let ok = ok.clone();
+                let path = path.to_string();
+                tokio::spawn(async move { load_loop(addr, &path, stop, ok).await })
+            })
+            .collect();
+        Load { stop, tasks, ok }
+    }
+
+    /// Wait until at least `n` more requests succeeded (proves traffic flows).
+    pub async fn wait_progress(&self, n: u64) {
+        let start = self.ok.load(Ordering::Relaxed);
+        let ok = self.ok.clone();
+        eventually(Duration::from_secs(20), "load to make progress", || {
+            let ok = ok.clone();
+            async move { (ok.load(Ordering::Relaxed) >= start + n).then_some(()) }
+        })
+        .await;
+    }
+
+    pub async fn stop(self) -> LoadStats {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = LoadStats::default();
+        for t in self.tasks {
+            let s = t.await.unwrap();
+            total.ok += s.ok;
+            total.failed += s.failed;
+            total.failures.extend(s.failures);
+            for (k, v) in s.by_backend {
+                *total.by_backend.entry(k).or_default() += v;
+            }
+        }
+        total
+    }
+}
+
+async fn load_loop(addr: SocketAddr, path: &str, stop: Arc<AtomicBool>, ok: Arc<AtomicU64>) -> LoadStats {
+    let mut stats = LoadStats::default();
+    let mut tx: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
+    let mut fail = |stats: &mut LoadStats, why: String| {
+        stats.failed += 1;
+        if stats.failures.len() < 20 {
+            stats.failures.push(why);
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if tx.as_ref().is_none_or(|t| t.is_closed()) {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => match hyper::client::conn::http1::handshake(TokioIo::new(s)).await {
+                    Ok((t, conn)) => {
+                        tokio::spawn(conn);
+                        tx = Some(t);
+                    }
+                    Err(e) => {
+                        fail(&mut stats, format!("handshake: {e}"));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    fail(&mut stats, format!("connect: {e}"));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            }
+        }
+        let t = tx.as_mut().unwrap();
+        if t.ready().await.is_err() {
+            tx = None;
+            continue;
+        }
+        let req = Request::builder()
+            .uri(path)
+            .header("host", "test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(15), t.send_request(req)).await {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                let served = resp
+                    .headers()
+                    .get("x-served-by")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_string();
+                let body = resp.into_body().collect().await;
+                match (status, body) {
+                    (200, Ok(_)) => {
+                        stats.ok += 1;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        *stats.by_backend.entry(served).or_default() += 1;
+                    }
+                    (s, Ok(b)) => fail(
+                        &mut stats,
+                        format!("status {s}: {}", String::from_utf8_lossy(&b.to_bytes())),
+                    ),
+                    (s, Err(e)) => fail(&mut stats, format!("status {s}, body error: {e}")),
+                }
+            }
+            Ok(Err(e)) => {
+                fail(&mut stats, format!("request: {e}"));
+                tx = None;
+            }
+            Err(_) => {
+                fail(&mut stats, "request timed out".into());
+                tx = None;
+            }
+        }
+    }
+    stats
+}

@@ -1,0 +1,132 @@
+//! The proxy's admin endpoints (served by `hastack-admin` next to `/metrics`):
+//!
+//! * `GET /status`: listeners, pools, members with state, weights, in-flight, ejections,
+//!   last probe.
+//! * `POST /admin/reload`: re-read the config file and swap it in (422 with every error
+//!   when the new file is invalid; the running config stays).
+//! * `POST /admin/members/{pool}/{member}/{drain|enable|disable}`.
+
+use hastack_admin::{AdminHandler, AdminRequest, AdminResponse, HandlerFuture};
+use hastack_core::health::Event;
+use http::{Method, StatusCode};
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::{Proxy, ProxyError};
+
+pub(crate) struct ProxyAdmin {
+    proxy: Proxy,
+}
+
+impl ProxyAdmin {
+    pub(crate) fn new(proxy: Proxy) -> Self {
+        ProxyAdmin { proxy }
+    }
+}
+
+impl AdminHandler for ProxyAdmin {
+    fn describe(&self) -> &'static str {
+        "GET /status, POST /admin/reload, POST /admin/members/{pool}/{member}/{drain|enable|disable}"
+    }
+
+    fn handle(&self, req: &AdminRequest) -> Option<HandlerFuture> {
+        let segs = req.segments();
+        let proxy = self.proxy.clone();
+        match (&req.method, segs.as_slice()) {
+            (&Method::GET, ["status"]) => {
+                let view = proxy.status();
+                Some(Box::pin(async move { AdminResponse::json(StatusCode::OK, &view) }))
+            }
+            (&Method::POST, ["admin", "reload"]) => Some(Box::pin(async move {
+                match proxy.reload().await {
+                    Ok(report) => AdminResponse::json(StatusCode::OK, &report),
+                    Err(ProxyError::Config(d)) => AdminResponse::error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &format!("the new configuration is invalid; the running one stays:\n{d}"),
+                    ),
+                    Err(e @ ProxyError::NoConfigFile) => {
+                        AdminResponse::error(StatusCode::CONFLICT, &e.to_string())
+                    }
+                    Err(e) => AdminResponse::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("reload failed; the running configuration stays: {e}"),
+                    ),
+                }
+            })),
+            (&Method::POST, ["admin", "members", pool, member, action]) => {
+                let pool = percent_decode(pool);
+                let member = percent_decode(member);
+                let action = (*action).to_string();
+                Some(Box::pin(async move { member_command(&proxy, &pool, &member, &action) }))
+            }
+            (_, ["status"]) | (_, ["admin", ..]) => {
+                let m = req.method.clone();
+                let p = req.path.clone();
+                Some(Box::pin(async move {
+                    AdminResponse::error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        &format!("{m} is not allowed on {p}: use GET /status and POST /admin/..."),
+                    )
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn member_command(proxy: &Proxy, pool: &str, member: &str, action: &str) -> AdminResponse {
+    let ev = match action {
+        "drain" => Event::Drain,
+        "enable" => Event::Enable,
+        "disable" => Event::Disable,
+        other => {
+            return AdminResponse::error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown action {other:?}: use drain, enable or disable"),
+            );
+        }
+    };
+    let Some(m) = proxy.member(pool, member) else {
+        return AdminResponse::error(
+            StatusCode::NOT_FOUND,
+            &format!("no member {member:?} in pool {pool:?} (see GET /status)"),
+        );
+    };
+    let now = Instant::now();
+    m.report(now, ev);
+    info!(pool, member, action, "operator command");
+    AdminResponse::json(StatusCode::OK, &m.view(now))
+}
+
+/// Decode `%XX` escapes (member names are often `host:port`, which clients may escape).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes_and_keeps_the_rest() {
+        assert_eq!(percent_decode("127.0.0.1%3A9001"), "127.0.0.1:9001");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%41%"), "A%");
+    }
+}

@@ -1,0 +1,866 @@
+//! The HTTP data plane: route a request to a pool, pick a member, forward, retry.
+//!
+//! Retry rules (each one is a safety property):
+//! * A try that failed **before the request was written** (connect refused or timed out, a
+//!   pooled connection found closed) may always be retried: the member never saw it.
+//! * A try that failed **after** the request was written is retried only if the method is
+//!   idempotent (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) and its body was buffered (at most
+//!   `retry.buffer_body`), so it can be sent again unchanged.
+//! * Nothing is retried once response bytes were sent to the client: retries happen only
+//!   while waiting for response headers, and a retried response is discarded unread.
+//! * Every retry goes to a member not tried yet for this request, spends from the pool's
+//!   retry budget, and (from the second retry on) waits a jittered back-off; the whole
+//!   request stays within `request_timeout`.
+//! * A pooled connection that turns out to be dead is not the member's fault: the try is
+//!   redone on a fresh connection to the same member, at most twice, without spending an
+//!   attempt or budget.
+//!
+//! Passive health: a refused or reset *fresh* connection marks the member down at once
+//! (only the active prober re-admits it); timeouts and 5xx answers count towards outlier
+//! ejection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::Shared;
+use crate::body::{ReqBody, RespBody};
+use crate::config::{HashKey, ListenerKind};
+use crate::pool::{Member, Pick, Pool};
+use crate::upstream::{self, ConnectError, Lease};
+
+/// Most fresh-connection redos after finding a pooled connection dead.
+const MAX_STALE_REDOS: u32 = 2;
+
+/// Most members tried for one request (config allows at most 10 attempts).
+const MAX_TRIED: usize = 10;
+
+/// Who a downstream connection is.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Listener name.
+    pub listener: Arc<str>,
+    /// Client address.
+    pub peer: SocketAddr,
+    /// Whether it arrived over TLS.
+    pub tls: bool,
+}
+
+/// Serve one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let rt = shared.runtime.load_full();
+    let Some(listener) = rt.listeners.get(&conn.listener).cloned() else {
+        // The listener was removed by a reload while this connection was open.
+        return Ok(error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "listener_removed",
+            "this listener was removed by a configuration reload".into(),
+            Some(1),
+        ));
+    };
+    let ListenerKind::Http(hspec) = &listener.spec.kind else {
+        return Ok(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "HTTP request on a TCP listener".into(),
+            None,
+        ));
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let host = request_host(&req);
+    let (resp, member, tries) = match listener.route(&host, &path) {
+        None => (
+            error_response(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                format!("no route for host {host:?} and path {path:?}"),
+                None,
+            ),
+            None,
+            0,
+        ),
+        Some((pool, _route)) => {
+            let pool = pool.clone();
+            let ctx = Ctx {
+                pool: &pool,
+                conn: &conn,
+                forwarded: hspec.forwarded_headers,
+                max_body: hspec.max_request_body,
+                start,
+            };
+            forward(&ctx, req).await
+        }
+    };
+    listener.metrics.response(resp.status().as_u16());
+    if shared.access_log.load(Ordering::Relaxed) {
+        info!(
+            target: "hastack::access",
+            listener = %conn.listener,
+            client = %conn.peer,
+            %method,
+            host = %host,
+            path = %path,
+            status = resp.status().as_u16(),
+            member = member.as_deref().unwrap_or("-"),
+            tries,
+            ms = start.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(resp)
+}
+
+struct Ctx<'a> {
+    pool: &'a Arc<Pool>,
+    conn: &'a ConnInfo,
+    forwarded: bool,
+    max_body: u64,
+    start: Instant,
+}
+
+/// Why a try failed.
+enum TryError {
+    /// No connection could be made; the request was not sent and comes back.
+    Connect(ConnectError, Request<ReqBody>),
+    /// The request came back unsent (the connection was closed or not ready).
+    NotSent(Request<ReqBody>, bool),
+    /// The request was (possibly partly) sent, then the connection failed.
+    Failed { reused: bool, error: hyper::Error },
+    /// No response headers within the try timeout.
+    Timeout,
+}
+
+/// Forward `req` through the pool. Returns the response, the member that answered, and the
+/// number of tries.
+async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> (Response<RespBody>, Option<String>, u32) {
+    let pool = ctx.pool;
+    let spec = &pool.spec;
+    let (parts, body) = req.into_parts();
+
+    if let Some(len) = content_length(&parts.headers) {
+        if len > ctx.max_body {
+            return (
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request body of {len} bytes exceeds the limit of {} bytes", ctx.max_body),
+                    None,
+                ),
+                None,
+                0,
+            );
+        }
+    }
+
+    let upgrade = is_upgrade(&parts.headers, parts.version);
+    let idempotent = is_idempotent(&parts.method);
+    let too_large = Arc::new(AtomicBool::new(false));
+    // Buffer the body when a retry could resend it; stream it otherwise.
+    let mut body = if body.is_end_stream() {
+        ReqBody::Empty
+    } else if idempotent && !upgrade {
+        match read_prefix(body, spec.retry.buffer_body, ctx.max_body).await {
+            Ok(Prefix::Complete(b)) => ReqBody::Full(Some(b)),
+            Ok(Prefix::Partial(head, rest)) => ReqBody::Stream {
+                seen: head.len() as u64,
+                head: Some(head),
+                rest,
+                limit: ctx.max_body,
+                too_large: too_large.clone(),
+            },
+            Err(PrefixError::TooLarge) => {
+                return (
+                    error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!("request body exceeds the limit of {} bytes", ctx.max_body),
+                        None,
+                    ),
+                    None,
+                    0,
+                );
+            }
+            Err(PrefixError::Client(e)) => {
+                return (
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request_body",
+                        format!("cannot read the request body: {e}"),
+                        None,
+                    ),
+                    None,
+                    0,
+                );
+            }
+        }
+    } else {
+        ReqBody::Stream {
+            head: None,
+            rest: body,
+            seen: 0,
+            limit: ctx.max_body,
+            too_large: too_large.clone(),
+        }
+    };
+    let resendable = idempotent && body.try_clone().is_some();
+
+    let hash = spec
+        .hash_key
+        .as_ref()
+        .and_then(|k| hash_of(k, &parts, ctx.conn.peer));
+    let sticky_cookie = spec
+        .sticky
+        .as_ref()
+        .and_then(|s| cookie_value(&parts.headers, &s.cookie).map(str::to_string));
+    let mut sticky = sticky_cookie.as_deref().and_then(|t| pool.sticky_member(t));
+
+    let headers = upstream_headers(&parts, ctx.conn, ctx.forwarded, upgrade);
+    let uri = origin_form(&parts.uri);
+    let method = parts.method;
+    let mut on_upgrade = None;
+    if upgrade {
+        // The client's upgrade future lives in the request extensions.
+        let mut shell = Request::new(());
+        *shell.extensions_mut() = parts.extensions;
+        on_upgrade = Some(hyper::upgrade::on(&mut shell));
+    }
+
+    let deadline = ctx.start + spec.request_timeout;
+    let attempts = spec.retry.attempts.max(1);
+    let mut tried = [usize::MAX; MAX_TRIED];
+    let mut n_tried = 0usize;
+    let mut attempt = 0u32;
+    let mut stale_redos = 0u32;
+    let mut redo_member: Option<usize> = None;
+    let mut last: Option<Response<RespBody>> = None;
+    let mut rng = fastrand::Rng::new();
+    pool.deposit(Instant::now());
+
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            let resp = last.take().unwrap_or_else(|| {
+                error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "request_timeout",
+                    format!("no answer within request_timeout ({:?})", spec.request_timeout),
+                    None,
+                )
+            });
+            return (resp, None, attempt);
+        }
+        let idx = if let Some(i) = redo_member.take() {
+            i
+        } else if let Some(i) = sticky.take() {
+            i
+        } else {
+            match pool.pick(hash, &tried[..n_tried], now) {
+                Pick::Member(i) => i,
+                Pick::Empty if last.is_none() => {
+                    pool.metrics.no_member.inc();
+                    let why = pool.describe_empty(now);
+                    return (
+                        error_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "no_usable_member",
+                            why,
+                            Some(pool.retry_after(now)),
+                        ),
+                        None,
+                        attempt,
+                    );
+                }
+                Pick::Empty | Pick::Exhausted => {
+                    let resp = last.take().unwrap_or_else(|| {
+                        error_response(
+                            StatusCode::BAD_GATEWAY,
+                            "all_members_failed",
+                            format!("every usable member of pool {:?} failed", spec.name),
+                            None,
+                        )
+                    });
+                    return (resp, None, attempt);
+                }
+            }
+        };
+        if !tried[..n_tried].contains(&idx) && n_tried < MAX_TRIED {
+            tried[n_tried] = idx;
+            n_tried += 1;
+        }
+        let member = pool.members[idx].clone();
+
+        // This try's request: a copy if a retry may need the body again.
+        let try_body = match body.try_clone() {
+            Some(b) => b,
+            None => std::mem::replace(&mut body, ReqBody::Empty),
+        };
+        let mut up = Request::new(try_body);
+        *up.method_mut() = method.clone();
+        *up.uri_mut() = uri.clone();
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers.clone();
+
+        let remaining = deadline.saturating_duration_since(now);
+        let result = try_once(&member, up, spec.connect_timeout.min(remaining), spec.try_timeout.min(remaining), upgrade).await;
+        attempt += 1;
+        let now = Instant::now();
+        let can_retry_unsent = attempt < attempts;
+        let can_retry_sent = resendable && attempt < attempts && !upgrade;
+        match result {
+            Ok((resp, lease)) => {
+                let status = resp.status().as_u16();
+                if status >= 500 {
+                    member.metrics.err_status.inc();
+                    member.gateway_error(now, pool.may_eject());
+                } else {
+                    member.success(now);
+                }
+                if status >= 500
+                    && pool.retries_status(status)
+                    && can_retry_sent
+                    && pool.withdraw(now)
+                {
+                    pool.metrics.retry_status.inc();
+                    debug!(pool = %spec.name, member = %member.name(), status, "retrying on status");
+                    // Release the connection now; if every retry fails, the client gets
+                    // this status with an explanation.
+                    drop((resp, lease));
+                    last = Some(error_response(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                        "upstream_status",
+                        format!("member {} answered {status}, and so did every retry", member.name()),
+                        None,
+                    ));
+                    backoff(spec, attempt, deadline, &mut rng).await;
+                    continue;
+                }
+                let mut resp = finish_response(resp, lease, &method);
+                if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_up) = on_upgrade.take() {
+                        let upstream_up = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(splice_upgrade(client_up, upstream_up));
+                    }
+                }
+                if let Some(s) = &spec.sticky {
+                    if sticky_cookie.as_deref() != Some(member.token()) {
+                        set_sticky_cookie(&mut resp, s, member.token());
+                    }
+                }
+                return (resp, Some(member.name().to_string()), attempt);
+            }
+            Err(TryError::Connect(e, req)) => {
+                // Never sent: the body (even a stream) is intact for another try.
+                body = req.into_body();
+                member.metrics.err_connect.inc();
+                if e.proves_dead() {
+                    member.report(now, hastack_core::health::Event::ConnectFailed);
+                } else {
+                    member.gateway_error(now, pool.may_eject());
+                }
+                debug!(pool = %spec.name, member = %member.name(), error = %e, "connect failed");
+                let resp = error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "connect_failed",
+                    format!("cannot connect to a member of pool {:?}: {e}", spec.name),
+                    None,
+                );
+                // The request was never sent: retrying is safe for any method.
+                if can_retry_unsent && pool.withdraw(now) {
+                    pool.metrics.retry_connect.inc();
+                    last = Some(resp);
+                    backoff(spec, attempt, deadline, &mut rng).await;
+                    continue;
+                }
+                return (resp, None, attempt);
+            }
+            Err(TryError::NotSent(req, _reused)) => {
+                // A pooled connection died under us: redo on a fresh one, same member.
+                if stale_redos < MAX_STALE_REDOS {
+                    stale_redos += 1;
+                    attempt -= 1;
+                    body = req.into_body();
+                    redo_member = Some(idx);
+                    continue;
+                }
+                return (
+                    error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unavailable",
+                        format!("member {} kept closing connections", member.name()),
+                        None,
+                    ),
+                    None,
+                    attempt,
+                );
+            }
+            Err(TryError::Failed { reused, error }) => {
+                if too_large.load(Ordering::Relaxed) {
+                    return (
+                        error_response(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body_too_large",
+                            format!("request body exceeds the limit of {} bytes", ctx.max_body),
+                            None,
+                        ),
+                        None,
+                        attempt,
+                    );
+                }
+                member.metrics.err_reset.inc();
+                // A reused connection failing is often the keep-alive race (the member
+                // closed an idle connection as we wrote): not evidence against the member.
+                if !reused {
+                    member.gateway_error(now, pool.may_eject());
+                }
+                debug!(pool = %spec.name, member = %member.name(), reused, error = %error, "try failed");
+                let resp = error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_reset",
+                    format!("member {} failed before answering: {error}", member.name()),
+                    None,
+                );
+                if can_retry_sent && pool.withdraw(now) {
+                    pool.metrics.retry_reset.inc();
+                    last = Some(resp);
+                    backoff(spec, attempt, deadline, &mut rng).await;
+                    continue;
+                }
+                return (resp, None, attempt);
+            }
+            Err(TryError::Timeout) => {
+                member.metrics.err_timeout.inc();
+                member.gateway_error(now, pool.may_eject());
+                let resp = error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "try_timeout",
+                    format!("member {} sent no response headers in time", member.name()),
+                    None,
+                );
+                if can_retry_sent && Instant::now() < deadline && pool.withdraw(now) {
+                    pool.metrics.retry_timeout.inc();
+                    last = Some(resp);
+                    backoff(spec, attempt, deadline, &mut rng).await;
+                    continue;
+                }
+                return (resp, None, attempt);
+            }
+        }
+    }
+}
+
+/// Back-off before the next try: the first retry goes at once (it targets a different
+/// member), later ones wait a jittered, bounded delay, never past the deadline.
+async fn backoff(spec: &crate::config::PoolSpec, attempt: u32, deadline: Instant, rng: &mut fastrand::Rng) {
+    if attempt < 2 {
+        return;
+    }
+    let d = spec.retry.backoff.delay(attempt - 2, rng);
+    let until = (Instant::now() + d).min(deadline);
+    tokio::time::sleep_until(until).await;
+}
+
+/// One try: get a connection (pooled, else fresh), send, wait for the response headers.
+async fn try_once(
+    member: &Arc<Member>,
+    req: Request<ReqBody>,
+    connect_timeout: Duration,
+    try_timeout: Duration,
+    fresh_only: bool,
+) -> Result<(Response<Incoming>, Lease), TryError> {
+    let now = Instant::now();
+    let epoch = member.epoch();
+    let mut lease = Lease::begin(member.clone(), epoch);
+    member.metrics.requests.inc();
+    let mut tx: Option<SendRequest<ReqBody>> = None;
+    let mut reused = false;
+    if !fresh_only {
+        while let Some(mut t) = member.conns.checkout(epoch, now) {
+            // Wait for the connection to signal readiness (it may have been checked in
+            // the instant its last response ended); a closed one errors at once.
+            match tokio::time::timeout(connect_timeout, t.ready()).await {
+                Ok(Ok(())) => {
+                    tx = Some(t);
+                    reused = true;
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
+    let mut tx = match tx {
+        Some(t) => t,
+        None => match upstream::connect_http(member.addr(), connect_timeout).await {
+            Ok(t) => t,
+            Err(e) => return Err(TryError::Connect(e, req)),
+        },
+    };
+    let sent_at = Instant::now();
+    let result = tokio::time::timeout(try_timeout, tx.try_send_request(req)).await;
+    match result {
+        Err(_) => Err(TryError::Timeout),
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(req) => Err(TryError::NotSent(req, reused)),
+            None => Err(TryError::Failed {
+                reused,
+                error: e.into_error(),
+            }),
+        },
+        Ok(Ok(resp)) => {
+            let done = Instant::now();
+            let rtt = done.saturating_duration_since(sent_at);
+            member.load.observe(rtt, done);
+            member.metrics.latency.observe(rtt.as_secs_f64());
+            lease.attach(tx);
+            Ok((resp, lease))
+        }
+    }
+}
+
+/// Turn an upstream response into the client's: strip hop-by-hop headers and attach the
+/// lease to the body (or settle it now if there is no body).
+fn finish_response(resp: Response<Incoming>, mut lease: Lease, method: &Method) -> Response<RespBody> {
+    let (mut parts, body) = resp.into_parts();
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop(&mut parts.headers);
+    }
+    let body = if body.is_end_stream() || method == Method::HEAD {
+        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+            lease.mark_reusable();
+        }
+        drop(lease);
+        // Keep the (empty) upstream body so hyper sees the same framing.
+        RespBody::Upstream {
+            inner: body,
+            lease: None,
+        }
+    } else {
+        RespBody::Upstream {
+            inner: body,
+            lease: Some(lease),
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (c, u) = match tokio::join!(client, upstream) {
+        (Ok(c), Ok(u)) => (c, u),
+        (c, u) => {
+            debug!(client = c.is_ok(), upstream = u.is_ok(), "upgrade failed");
+            return;
+        }
+    };
+    let mut c = TokioIo::new(c);
+    let mut u = TokioIo::new(u);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+        debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+enum Prefix {
+    Complete(Bytes),
+    Partial(Bytes, Incoming),
+}
+
+enum PrefixError {
+    TooLarge,
+    Client(hyper::Error),
+}
+
+/// Read the body up to `limit` bytes: all of it if it fits (resendable), else what was read
+/// plus the rest of the stream.
+async fn read_prefix(mut body: Incoming, limit: usize, max_body: u64) -> Result<Prefix, PrefixError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(PrefixError::Client)?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() as u64 > max_body {
+                return Err(PrefixError::TooLarge);
+            }
+            if buf.len() > limit {
+                return Ok(Prefix::Partial(buf.freeze(), body));
+            }
+        }
+        // Request trailers are not forwarded (rare in practice; documented).
+    }
+    Ok(Prefix::Complete(buf.freeze()))
+}
+
+/// GET, HEAD, OPTIONS, PUT, DELETE, TRACE (RFC 9110 section 9.2.2).
+pub fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn is_upgrade(h: &HeaderMap, v: Version) -> bool {
+    v == Version::HTTP_11
+        && h.contains_key(header::UPGRADE)
+        && connection_has(h, "upgrade")
+}
+
+fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The request's host, lower case, without port.
+pub fn request_host<B>(req: &Request<B>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let host = if raw.starts_with('[') {
+        // IPv6 literal: keep the brackets, drop the port.
+        raw.split_once(']').map_or(raw, |(h, _)| h).trim_start_matches('[')
+    } else {
+        raw.split(':').next().unwrap_or(raw)
+    };
+    host.to_ascii_lowercase()
+}
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named by Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// The headers sent upstream: the client's minus hop-by-hop, plus Host (from the authority
+/// for HTTP/2 clients) and X-Forwarded-*; upgrade requests keep Connection/Upgrade.
+fn upstream_headers(
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    forwarded: bool,
+    upgrade: bool,
+) -> HeaderMap {
+    let mut h = parts.headers.clone();
+    let upgrade_to = if upgrade {
+        h.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(&mut h);
+    if let Some(u) = upgrade_to {
+        h.insert(header::UPGRADE, u);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if !h.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                h.insert(header::HOST, v);
+            }
+        }
+    }
+    if forwarded {
+        let ip = conn.peer.ip().to_string();
+        let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(XFF.clone(), v);
+        }
+        h.insert(
+            XFP.clone(),
+            HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        );
+    }
+    h
+}
+
+/// Path and query only (what an HTTP/1.1 origin server expects).
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+fn hash_of(key: &HashKey, parts: &http::request::Parts, peer: SocketAddr) -> Option<u64> {
+    let h = match key {
+        HashKey::ClientIp => match peer.ip() {
+            std::net::IpAddr::V4(a) => hastack_balance::hash_key(&a.octets()),
+            std::net::IpAddr::V6(a) => hastack_balance::hash_key(&a.octets()),
+        },
+        HashKey::Uri => hastack_balance::hash_key(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .as_bytes(),
+        ),
+        HashKey::Header(name) => hastack_balance::hash_key(parts.headers.get(name)?.as_bytes()),
+        HashKey::Cookie(name) => hastack_balance::hash_key(cookie_value(&parts.headers, name)?.as_bytes()),
+    };
+    Some(h)
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie_value<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn set_sticky_cookie(resp: &mut Response<RespBody>, s: &crate::config::StickySpec, token: &str) {
+    let mut c = format!("{}={token}; Path=/; HttpOnly; SameSite=Lax", s.cookie);
+    if let Some(age) = s.max_age {
+        c.push_str(&format!("; Max-Age={}", age.as_secs()));
+    }
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// A response generated by the proxy: plain-text body naming the problem, an
+/// `x-hastack-error` header with a machine-readable kind, `Retry-After` when useful.
+pub fn error_response(
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+) -> Response<RespBody> {
+    let body = format!(
+        "{} {}: {message}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut r = Response::new(RespBody::local(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert("x-hastack-error", HeaderValue::from_static(kind));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(s) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalised() {
+        let r = Request::builder()
+            .uri("/x")
+            .header("host", "Example.COM:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r), "example.com");
+        let r = Request::builder()
+            .uri("http://[::1]:80/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r), "[::1]".trim_start_matches('['));
+        let r = Request::builder().uri("/x").body(()).unwrap();
+        assert_eq!(request_host(&r), "");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn cookies_are_found() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1; srv=abc"));
+        h.append("cookie", HeaderValue::from_static("b=\"2\""));
+        assert_eq!(cookie_value(&h, "srv"), Some("abc"));
+        assert_eq!(cookie_value(&h, "b"), Some("2"));
+        assert_eq!(cookie_value(&h, "c"), None);
+    }
+
+    #[test]
+    fn idempotency() {
+        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS, Method::TRACE] {
+            assert!(is_idempotent(&m));
+        }
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+
+    #[test]
+    fn origin_form_drops_scheme_and_authority() {
+        let u: Uri = "http://a.example/x?y=1".parse().unwrap();
+        assert_eq!(origin_form(&u).to_string(), "/x?y=1");
+        let u: Uri = "/p".parse().unwrap();
+        assert_eq!(origin_form(&u).to_string(), "/p");
+    }
+}

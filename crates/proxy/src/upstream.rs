@@ -1,0 +1,277 @@
+//! Upstream connections: dialing members, our own keep-alive pool, and the [`Lease`] that
+//! settles a try when its response body ends.
+//!
+//! Why our own pool instead of hyper-util's legacy client: we need to drop a member's idle
+//! connections the moment it goes down (a stale keep-alive connection to a dead member is a
+//! request lost on its first use), to know whether a failed try used a fresh or a reused
+//! connection (only a fresh one proves the member dead), and to keep one idle list per
+//! worker thread so that checkout never contends across cores.
+//!
+//! Invariants:
+//! * An idle connection is only handed out if it was pooled in the member's current
+//!   *epoch*; the epoch advances whenever the member stops being usable, so nothing pooled
+//!   before a failure is ever reused after it.
+//! * A connection returns to the pool only after its response body ended cleanly (HTTP/1.1
+//!   has one request in flight per connection).
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::ReqBody;
+use crate::pool::Member;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Record which data-plane worker the current thread is (called once per worker thread).
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// The current thread's worker index (0 outside workers).
+pub fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens there (RST to our SYN).
+    #[error("connection refused")]
+    Refused,
+    /// The connection was reset during setup.
+    #[error("connection reset during connect")]
+    Reset,
+    /// No answer within the connect timeout (black hole, overloaded accept queue, partition).
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    /// Any other socket error (unreachable network, out of ports...).
+    #[error("connect failed: {0}")]
+    Io(io::Error),
+    /// The HTTP/1 handshake failed.
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+impl ConnectError {
+    /// Whether the error proves nothing is serving at the address (as opposed to slowness).
+    pub fn proves_dead(&self) -> bool {
+        matches!(self, ConnectError::Refused | ConnectError::Reset)
+    }
+}
+
+fn classify(e: io::Error) -> ConnectError {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ConnectError::Reset,
+        _ => ConnectError::Io(e),
+    }
+}
+
+/// Open a TCP connection with a timeout, with Nagle off.
+pub async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout(timeout)),
+        Ok(Err(e)) => return Err(classify(e)),
+        Ok(Ok(s)) => s,
+    };
+    // Latency matters more than packet count for request/response traffic.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Open an HTTP/1.1 connection to `addr`; the connection task runs on the current runtime.
+pub async fn connect_http(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<SendRequest<ReqBody>, ConnectError> {
+    let stream = dial(addr, timeout).await?;
+    let (tx, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        // Errors here are seen by the request that was in flight; nothing to add.
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(tx)
+}
+
+struct Idle {
+    tx: SendRequest<ReqBody>,
+    epoch: u64,
+    since: Instant,
+}
+
+/// Idle keep-alive connections of one member, one list per worker thread.
+pub struct ConnPool {
+    slots: Box<[Mutex<Vec<Idle>>]>,
+    max_idle: AtomicUsize,
+    idle_timeout_ns: AtomicU64,
+}
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnPool")
+            .field("idle", &self.idle_count())
+            .finish()
+    }
+}
+
+impl ConnPool {
+    /// A pool for `workers` threads keeping at most `max_idle` idle connections per thread.
+    pub fn new(workers: usize, max_idle: usize, idle_timeout: Duration) -> ConnPool {
+        ConnPool {
+            slots: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            max_idle: AtomicUsize::new(max_idle),
+            idle_timeout_ns: AtomicU64::new(nanos(idle_timeout)),
+        }
+    }
+
+    /// Change the limits (reload); idle connections beyond them go at the next sweep.
+    pub fn set_limits(&self, max_idle: usize, idle_timeout: Duration) {
+        self.max_idle.store(max_idle, Ordering::Relaxed);
+        self.idle_timeout_ns
+            .store(nanos(idle_timeout), Ordering::Relaxed);
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_nanos(self.idle_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    fn slot(&self) -> &Mutex<Vec<Idle>> {
+        &self.slots[worker() % self.slots.len()]
+    }
+
+    /// The most recently used idle connection of this worker that is still open and from
+    /// `epoch`; stale ones found on the way are closed. The caller must still await
+    /// `ready()`: a connection checked in the instant its response ended may not have
+    /// signalled readiness yet.
+    pub fn checkout(&self, epoch: u64, now: Instant) -> Option<SendRequest<ReqBody>> {
+        let mut slot = self.slot().lock();
+        while let Some(idle) = slot.pop() {
+            if idle.epoch == epoch
+                && !idle.tx.is_closed()
+                && now.saturating_duration_since(idle.since) < self.idle_timeout()
+            {
+                return Some(idle.tx);
+            }
+        }
+        None
+    }
+
+    /// Return a connection after a clean response.
+    pub fn checkin(&self, tx: SendRequest<ReqBody>, epoch: u64, now: Instant) {
+        let max_idle = self.max_idle.load(Ordering::Relaxed);
+        if tx.is_closed() || max_idle == 0 {
+            return;
+        }
+        let mut slot = self.slot().lock();
+        if slot.len() < max_idle {
+            slot.push(Idle {
+                tx,
+                epoch,
+                since: now,
+            });
+        }
+    }
+
+    /// Close every idle connection (the member went down or was removed).
+    pub fn clear(&self) {
+        for s in self.slots.iter() {
+            // Dropping a SendRequest ends its connection task, which closes the socket.
+            s.lock().clear();
+        }
+    }
+
+    /// Close idle connections older than the idle timeout or already closed by the peer.
+    pub fn sweep(&self, now: Instant) {
+        let timeout = self.idle_timeout();
+        let max_idle = self.max_idle.load(Ordering::Relaxed);
+        for s in self.slots.iter() {
+            let mut slot = s.lock();
+            slot.retain(|i| !i.tx.is_closed() && now.saturating_duration_since(i.since) < timeout);
+            // Oldest first: trim from the front after a limit was lowered.
+            let excess = slot.len().saturating_sub(max_idle);
+            slot.drain(..excess);
+        }
+    }
+
+    /// Idle connections across workers.
+    pub fn idle_count(&self) -> usize {
+        self.slots.iter().map(|s| s.lock().len()).sum()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One try's hold on a member: counted in flight until dropped; if marked reusable before
+/// the drop, its connection goes back to the idle pool.
+pub struct Lease {
+    member: Arc<Member>,
+    tx: Option<SendRequest<ReqBody>>,
+    epoch: u64,
+    reusable: bool,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("member", &self.member.name())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// Start a try on `member`: counts it in flight.
+    pub fn begin(member: Arc<Member>, epoch: u64) -> Lease {
+        member.load.begin();
+        member.metrics.inflight.inc();
+        Lease {
+            member,
+            tx: None,
+            epoch,
+            reusable: false,
+        }
+    }
+
+    /// The member.
+    pub fn member(&self) -> &Arc<Member> {
+        &self.member
+    }
+
+    /// Attach the connection the try uses.
+    pub fn attach(&mut self, tx: SendRequest<ReqBody>) {
+        self.tx = Some(tx);
+    }
+
+    /// The response ended cleanly: the connection may be reused.
+    pub fn mark_reusable(&mut self) {
+        self.reusable = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.member.load.end();
+        self.member.metrics.inflight.dec();
+        if self.reusable {
+            if let Some(tx) = self.tx.take() {
+                self.member.conns.checkin(tx, self.epoch, Instant::now());
+            }
+        }
+    }
+}
