@@ -1,0 +1,314 @@
+//! Live load of one member: in-flight count and a peak-EWMA latency estimate.
+//!
+//! One [`Load`] per member is shared (through an `Arc`) by every worker thread and by every
+//! [`Picker`](crate::Picker) snapshot built over that member, so it survives picker rebuilds.
+//! It is made of atomics only: the hot path never takes a lock.
+//!
+//! ## Peak EWMA
+//!
+//! The latency estimate follows Finagle's and linkerd's "peak EWMA":
+//!
+//! * a sample **slower** than the current estimate replaces it at once (the estimate jumps to
+//!   the peak, so a member that suddenly slows down is avoided after its first slow answer);
+//! * a **faster** sample is blended in with weight `1 - e^(-dt/tau)`, where `dt` is the time
+//!   since the previous update and `tau` is [`DECAY`] (10 s): many quick answers pull the
+//!   estimate down over a few seconds, not at once;
+//! * with no samples at all the estimate decays towards zero by the same factor, so a member
+//!   that was slow long ago gets tried again.
+//!
+//! The estimate and the time of its last update are packed into one `AtomicU64` (an `f32` of
+//! nanoseconds and a wrapping `u32` of milliseconds since the `Load` was created) so that an
+//! update is a single compare-and-swap and readers never see a torn pair.
+//!
+//! ## Cost
+//!
+//! [`Load::cost`] is `ewma x (inflight + 1)` in nanoseconds, with one exception taken from
+//! Finagle: a member with **no latency information** (new, [`reset`](Load::reset), or idle for
+//! so long that the estimate decayed to zero) that already has requests in flight costs
+//! [`PENALTY`] `+ inflight`. Without it, a fresh member would look free (cost 0) and absorb
+//! every request until its first answer came back; with it, it gets one request at a time
+//! until it has answered once, which also limits the damage if it is black-holed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Time constant of the EWMA: after `DECAY` without samples the estimate has fallen to
+/// `1/e` (37%) of its value; a sample taken `DECAY` after the previous one moves the estimate
+/// 63% of the way towards it.
+pub const DECAY: Duration = Duration::from_secs(10);
+
+/// Cost (in nanoseconds) of a member that has requests in flight but no latency information
+/// yet. About 11.6 days: larger than any real estimate times any real in-flight count.
+pub const PENALTY: f64 = 1e15;
+
+/// Live load of one member, shared by all worker threads (atomics only; no locks).
+pub struct Load {
+    inflight: AtomicU32,
+    /// `(f32 estimate in ns).to_bits() << 32 | (ms since epoch, wrapping)`.
+    rtt: AtomicU64,
+    /// Reference point of the millisecond timestamps.
+    epoch: Instant,
+}
+
+impl fmt::Debug for Load {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (est, _) = unpack(self.rtt.load(Ordering::Relaxed));
+        f.debug_struct("Load")
+            .field("inflight", &self.inflight())
+            .field("ewma_ns_at_last_update", &est)
+            .finish()
+    }
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load::new()
+    }
+}
+
+fn pack(est_ns: f32, stamp_ms: u32) -> u64 {
+    (u64::from(est_ns.to_bits()) << 32) | u64::from(stamp_ms)
+}
+
+fn unpack(v: u64) -> (f32, u32) {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "splitting a packed u64 into its two u32 halves"
+    )]
+    let (hi, lo) = ((v >> 32) as u32, v as u32);
+    (f32::from_bits(hi), lo)
+}
+
+impl Load {
+    /// A member with nothing in flight and no latency information.
+    pub fn new() -> Load {
+        Load {
+            inflight: AtomicU32::new(0),
+            rtt: AtomicU64::new(pack(0.0, 0)),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A request was sent to the member: in-flight += 1.
+    pub fn begin(&self) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request to the member finished: in-flight -= 1 (never below zero).
+    pub fn end(&self) {
+        // A failed update means the count was already 0: a caller bug, but not worth a panic.
+        let _ = self
+            .inflight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+    }
+
+    /// [`begin`](Load::begin) now and [`end`](Load::end) when the returned guard is dropped,
+    /// so that every exit path (errors, cancellation) ends what it began.
+    pub fn track(self: &Arc<Self>) -> InFlight {
+        self.begin();
+        InFlight { load: self.clone() }
+    }
+
+    /// Requests in flight.
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the epoch, truncated to 32 bits (wraps after 49 days; differences
+    /// are taken with wrapping arithmetic).
+    fn stamp(&self, now: Instant) -> u32 {
+        let ms = now.saturating_duration_since(self.epoch).as_millis();
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "deliberately wrapping: only differences of stamps are used"
+        )]
+        let stamp = ms as u32;
+        stamp
+    }
+
+    /// Decay factor `e^(-dt/tau)` between a stored stamp and `now`'s stamp.
+    fn decay(stamp: u32, now_stamp: u32) -> f64 {
+        let elapsed = now_stamp.wrapping_sub(stamp);
+        // A "negative" difference: another thread updated with a later `now` than ours.
+        // Treat as no time passed.
+        if elapsed > u32::MAX / 2 {
+            return 1.0;
+        }
+        (-f64::from(elapsed) / (DECAY.as_secs_f64() * 1000.0)).exp()
+    }
+
+    /// Feed one response time observed at `now` (peak-EWMA update, see the module docs).
+    pub fn observe(&self, rtt: Duration, now: Instant) {
+        let sample = rtt.as_nanos() as f64;
+        let now_stamp = self.stamp(now);
+        let mut cur = self.rtt.load(Ordering::Relaxed);
+        loop {
+            let (est, stamp) = unpack(cur);
+            let w = Load::decay(stamp, now_stamp);
+            // max(sample, blend): a slower sample is taken as is (the peak), a faster one is
+            // blended in by how much time passed since the last update.
+            let next = (f64::from(est) * w + sample * (1.0 - w)).max(sample);
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "f32 keeps 24 bits of precision: plenty for a latency estimate"
+            )]
+            let next = pack(next as f32, now_stamp);
+            match self
+                .rtt
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The estimate at `now` in nanoseconds, decayed since its last update.
+    fn ewma_ns(&self, now: Instant) -> f64 {
+        let (est, stamp) = unpack(self.rtt.load(Ordering::Relaxed));
+        f64::from(est) * Load::decay(stamp, self.stamp(now))
+    }
+
+    /// The latency estimate at `now` (zero when nothing is known).
+    pub fn ewma(&self, now: Instant) -> Duration {
+        Duration::from_secs_f64(self.ewma_ns(now) / 1e9)
+    }
+
+    /// The P2C cost at `now`: `ewma x (inflight + 1)` in nanoseconds, or [`PENALTY`]` +
+    /// inflight` for a busy member without latency information (see the module docs).
+    pub fn cost(&self, now: Instant) -> f64 {
+        let inflight = f64::from(self.inflight());
+        let ewma = self.ewma_ns(now);
+        if ewma <= 0.0 && inflight > 0.0 {
+            PENALTY + inflight
+        } else {
+            ewma * (inflight + 1.0)
+        }
+    }
+
+    /// Forget the latency history (the member was re-admitted: its old latency says nothing
+    /// about the new process). The in-flight count is kept: those requests are still running.
+    pub fn reset(&self) {
+        self.rtt.store(pack(0.0, 0), Ordering::Relaxed);
+    }
+}
+
+/// A request in flight on a member; ends it when dropped. See [`Load::track`].
+#[derive(Debug)]
+#[must_use = "dropping the guard ends the request at once"]
+pub struct InFlight {
+    load: Arc<Load>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.load.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
+        (a - b).abs() <= 1e-6 + b.abs() * 1e-5
+    }
+
+    #[test]
+    fn inflight_counts_and_saturates() {
+        let l = Arc::new(Load::new());
+        l.end();
+        assert_eq!(l.inflight(), 0);
+        l.begin();
+        l.begin();
+        {
+            let _g = l.track();
+            assert_eq!(l.inflight(), 3);
+        }
+        assert_eq!(l.inflight(), 2);
+        l.end();
+        l.end();
+        l.end();
+        assert_eq!(l.inflight(), 0);
+    }
+
+    #[test]
+    fn peak_jumps_up_at_once_and_comes_down_slowly() {
+        let l = Load::new();
+        let t0 = Instant::now();
+        l.observe(ms(10), t0);
+        assert!(close(l.ewma(t0), ms(10)));
+        // A slow answer: the estimate jumps to it.
+        l.observe(ms(100), t0 + ms(1));
+        assert!(close(l.ewma(t0 + ms(1)), ms(100)));
+        // A fast answer 1 ms later barely moves it.
+        l.observe(ms(10), t0 + ms(2));
+        let e = l.ewma(t0 + ms(2));
+        assert!(e > ms(99), "{e:?}");
+        // A fast answer one time constant later moves it 63% of the way.
+        let t = t0 + ms(2) + DECAY;
+        l.observe(ms(10), t);
+        let expect = 10.0 + (e.as_secs_f64() * 1000.0 - 10.0) * (-1.0f64).exp();
+        let got = l.ewma(t).as_secs_f64() * 1000.0;
+        assert!((got - expect).abs() < 0.01, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn estimate_decays_without_samples() {
+        let l = Load::new();
+        let t0 = Instant::now();
+        l.observe(ms(100), t0);
+        let later = l.ewma(t0 + DECAY);
+        assert!(close(later, ms(100).mul_f64((-1.0f64).exp())), "{later:?}");
+        assert!(l.ewma(t0 + DECAY * 200) < Duration::from_nanos(1));
+        // A `now` earlier than the last update does not decay anything.
+        l.observe(ms(50), t0 + ms(500));
+        let e = l.ewma(t0 + ms(100));
+        assert!(e >= ms(50), "{e:?}");
+    }
+
+    #[test]
+    fn cost_is_ewma_times_inflight_plus_one() {
+        let l = Load::new();
+        let t0 = Instant::now();
+        assert_eq!(l.cost(t0), 0.0, "idle and unknown: free");
+        l.begin();
+        assert_eq!(l.cost(t0), PENALTY + 1.0, "busy and unknown: penalty");
+        l.observe(ms(2), t0);
+        let c = l.cost(t0);
+        assert!((c - 2.0 * 2e6).abs() < 1.0, "{c}");
+        l.reset();
+        assert_eq!(l.ewma(t0), Duration::ZERO);
+        assert_eq!(l.inflight(), 1, "reset keeps the in-flight count");
+        assert_eq!(l.cost(t0), PENALTY + 1.0);
+    }
+
+    #[test]
+    fn concurrent_updates_are_not_lost() {
+        let l = Arc::new(Load::new());
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let l = l.clone();
+                s.spawn(move || {
+                    for _ in 0..10_000 {
+                        l.begin();
+                        l.observe(ms(5), t0);
+                        l.end();
+                    }
+                });
+            }
+        });
+        assert_eq!(l.inflight(), 0);
+        assert!(close(l.ewma(t0), ms(5)));
+    }
+}
