@@ -210,8 +210,10 @@ fn upgrade(state: &State, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let mut r = reply(state, StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     r.headers_mut()
         .insert(header::UPGRADE, http::HeaderValue::from_static("echo"));
-    r.headers_mut()
-        .insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    r.headers_mut().insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
     r.headers_mut().remove(header::CONTENT_TYPE);
     r
 }

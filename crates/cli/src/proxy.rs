@@ -23,8 +23,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let src = Source::load(&args.config).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let (spec, warnings) =
-        hastack_proxy::config::load(&src).map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
+    let (spec, warnings) = hastack_proxy::config::load(&src)
+        .map_err(|d| anyhow::anyhow!("invalid configuration:\n{d}"))?;
     for w in warnings.items() {
         warn!("{w}");
     }

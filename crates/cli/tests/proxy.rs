@@ -35,7 +35,13 @@ async fn setup(n: usize, pool_extra: &str, extra: &str) -> Setup {
     }
 }
 
-fn proxy_config(listen: SocketAddr, admin: SocketAddr, backends: &[Backend], pool_extra: &str, extra: &str) -> String {
+fn proxy_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    backends: &[Backend],
+    pool_extra: &str,
+    extra: &str,
+) -> String {
     let members: Vec<String> = backends
         .iter()
         .map(|b| format!("{{ addr = \"{}\", name = \"{}\" }}", b.addr, b.name))
@@ -89,17 +95,27 @@ async fn kill9_under_load_fails_nothing_and_dead_member_gets_no_request_once_dow
     })
     .await;
     let detect = killed_at.elapsed();
-    let at_down = s.proxy.member("app", "b1").await["requests"].as_u64().unwrap();
+    let at_down = s.proxy.member("app", "b1").await["requests"]
+        .as_u64()
+        .unwrap();
     load.wait_progress(3000).await;
-    let later = s.proxy.member("app", "b1").await["requests"].as_u64().unwrap();
+    let later = s.proxy.member("app", "b1").await["requests"]
+        .as_u64()
+        .unwrap();
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.failures);
     assert_eq!(at_down, later, "a try reached b1 after it was marked down");
     let m = s.proxy.metrics().await;
-    let connect_errors = metric(&m, "hastack_proxy_member_errors_total{pool=\"app\",member=\"b1\",kind=\"connect\"}");
+    let connect_errors = metric(
+        &m,
+        "hastack_proxy_member_errors_total{pool=\"app\",member=\"b1\",kind=\"connect\"}",
+    );
     // Only tries already dispatched when the first refusal came back can fail to connect;
     // there are at most 8 in flight.
-    assert!(connect_errors >= 1.0 && connect_errors <= 8.0, "connect errors: {connect_errors}");
+    assert!(
+        (1.0..=8.0).contains(&connect_errors),
+        "connect errors: {connect_errors}"
+    );
     // Passive detection does not wait for the 5 s probe interval.
     assert!(detect < Duration::from_secs(4), "detection took {detect:?}");
     assert!(stats.by_backend.get("b0").copied().unwrap_or(0) > 0);
@@ -121,7 +137,10 @@ async fn black_holed_member_is_ejected_within_interval_times_fall() {
     .await;
     let took = t0.elapsed();
     // interval x fall = 600 ms; allow the probe timeout, 10% jitter and polling.
-    assert!(took <= Duration::from_millis(1500), "black hole detected after {took:?}");
+    assert!(
+        took <= Duration::from_millis(1500),
+        "black hole detected after {took:?}"
+    );
     load.wait_progress(500).await;
     s.backends[2].proc.signal(Signal::SIGCONT);
     eventually(Duration::from_secs(5), "b2 to come back", || async {
@@ -162,7 +181,10 @@ fall = 2
     })
     .await;
     let factor = m["health"]["weight_factor"].as_f64().unwrap();
-    assert!(factor < 0.9, "no slow start: weight factor {factor} right after re-admission");
+    assert!(
+        factor < 0.9,
+        "no slow start: weight factor {factor} right after re-admission"
+    );
     eventually(Duration::from_secs(6), "b1 at full weight", || async {
         let f = s.proxy.member("app", "b1").await["health"]["weight_factor"]
             .as_f64()
@@ -183,7 +205,10 @@ async fn hundred_reloads_under_load_fail_nothing() {
         let cfg = if i % 2 == 0 {
             base.replace("name = \"b0\" }", "name = \"b0\", weight = 3 }")
         } else {
-            base.replace("[proxy]\nworkers = 1", "[proxy]\nworkers = 1\naccess_log = false")
+            base.replace(
+                "[proxy]\nworkers = 1",
+                "[proxy]\nworkers = 1\naccess_log = false",
+            )
         };
         std::fs::write(&s.proxy.config, cfg).unwrap();
         let (code, body) = s.proxy.post("/admin/reload").await;
@@ -194,23 +219,41 @@ async fn hundred_reloads_under_load_fail_nothing() {
     assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.failures);
     assert_eq!(s.proxy.status().await["generation"], 101);
     // Members kept their identity (and counters) across reloads.
-    assert!(s.proxy.member("app", "b0").await["requests"].as_u64().unwrap() > 0);
+    assert!(
+        s.proxy.member("app", "b0").await["requests"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_and_invalid_reload_keep_serving() {
     let s = setup(2, HEALTH_FAST, "").await;
     let good = std::fs::read_to_string(&s.proxy.config).unwrap();
-    std::fs::write(&s.proxy.config, good.replace("interval = \"200ms\"", "interval = \"250ms\"")).unwrap();
+    std::fs::write(
+        &s.proxy.config,
+        good.replace("interval = \"200ms\"", "interval = \"250ms\""),
+    )
+    .unwrap();
     s.proxy.proc.signal(Signal::SIGHUP);
-    eventually(Duration::from_secs(5), "generation 2 after SIGHUP", || async {
-        (s.proxy.status().await["generation"] == 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "generation 2 after SIGHUP",
+        || async { (s.proxy.status().await["generation"] == 2).then_some(()) },
+    )
     .await;
-    std::fs::write(&s.proxy.config, good.replace("pool = \"app\"", "pool = \"nope\"")).unwrap();
+    std::fs::write(
+        &s.proxy.config,
+        good.replace("pool = \"app\"", "pool = \"nope\""),
+    )
+    .unwrap();
     let (code, body) = s.proxy.post("/admin/reload").await;
     assert_eq!(code, 422, "{body}");
-    assert!(body.contains("proxy.toml:") && body.contains("pool \\\"nope\\\" is not defined"), "{body}");
+    assert!(
+        body.contains("proxy.toml:") && body.contains("pool \\\"nope\\\" is not defined"),
+        "{body}"
+    );
     let (code, _) = http_get(s.listen, "/").await.unwrap();
     assert_eq!(code, 200);
     assert_eq!(s.proxy.status().await["generation"], 2);
@@ -228,7 +271,11 @@ async fn all_members_down_answers_503_with_retry_after() {
         })
         .await;
     }
-    let raw = raw_request(s.listen, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let raw = raw_request(
+        s.listen,
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
     assert!(raw.to_ascii_lowercase().contains("retry-after: "), "{raw}");
     assert!(raw.contains("no usable member in pool \"app\""), "{raw}");
@@ -271,12 +318,21 @@ interval = "200ms"
             backends[0].proc.kill9();
         }
         let raw = raw_request(listen, "GET / HTTP/1.0\r\n\r\n").await;
-        assert!(raw.starts_with("HTTP/1.0 200") || raw.starts_with("HTTP/1.1 200"), "request {i}: {raw:?}");
+        assert!(
+            raw.starts_with("HTTP/1.0 200") || raw.starts_with("HTTP/1.1 200"),
+            "request {i}: {raw:?}"
+        );
         ok += 1;
     }
     assert_eq!(ok, 300);
     let m = proxy.metrics().await;
-    assert!(metric(&m, "hastack_proxy_retries_total{pool=\"db\",reason=\"connect\"}") >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "hastack_proxy_retries_total{pool=\"db\",reason=\"connect\"}"
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +343,9 @@ async fn retries_a_failing_member_and_ejects_it() {
         "",
     )
     .await;
-    let (code, _) = http_request(s.backends[0].addr, "POST", "/_control/fail").await.unwrap();
+    let (code, _) = http_request(s.backends[0].addr, "POST", "/_control/fail")
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     let load = Load::start(s.listen, "/", 4);
     load.wait_progress(300).await;
@@ -295,8 +353,18 @@ async fn retries_a_failing_member_and_ejects_it() {
     assert_eq!(stats.failed, 0, "failed: {:?}", stats.failures);
     assert_eq!(s.proxy.member_state("app", "b0").await, "ejected");
     let m = s.proxy.metrics().await;
-    assert!(metric(&m, "hastack_proxy_retries_total{pool=\"app\",reason=\"status\"}") >= 1.0);
-    assert!(metric(&m, "hastack_proxy_member_ejections_total{pool=\"app\",member=\"b0\"}") >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "hastack_proxy_retries_total{pool=\"app\",reason=\"status\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &m,
+            "hastack_proxy_member_ejections_total{pool=\"app\",member=\"b0\"}"
+        ) >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,12 +373,19 @@ async fn drain_and_disable_take_a_member_out_and_enable_brings_it_back() {
     let (code, body) = s.proxy.post("/admin/members/app/b0/drain").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(s.proxy.member_state("app", "b0").await, "draining");
-    let before = s.proxy.member("app", "b0").await["requests"].as_u64().unwrap();
+    let before = s.proxy.member("app", "b0").await["requests"]
+        .as_u64()
+        .unwrap();
     for _ in 0..50 {
         let (code, body) = http_get(s.listen, "/").await.unwrap();
         assert_eq!((code, body.as_str()), (200, "b1\n"));
     }
-    assert_eq!(s.proxy.member("app", "b0").await["requests"].as_u64().unwrap(), before);
+    assert_eq!(
+        s.proxy.member("app", "b0").await["requests"]
+            .as_u64()
+            .unwrap(),
+        before
+    );
     assert_eq!(s.proxy.post("/admin/members/app/b0/enable").await.0, 200);
     assert_eq!(s.proxy.member_state("app", "b0").await, "up");
     let (code, body) = s.proxy.post("/admin/members/app/nope/disable").await;
@@ -332,7 +407,9 @@ async fn hash_and_sticky_affinity_hold() {
         for _ in 0..10 {
             let raw = raw_request(
                 s.listen,
-                &format!("GET / HTTP/1.1\r\nhost: x\r\nx-user: {user}\r\nconnection: close\r\n\r\n"),
+                &format!(
+                    "GET / HTTP/1.1\r\nhost: x\r\nx-user: {user}\r\nconnection: close\r\n\r\n"
+                ),
             )
             .await;
             seen.insert(raw.lines().last().unwrap_or("").to_string());
@@ -340,8 +417,17 @@ async fn hash_and_sticky_affinity_hold() {
         assert_eq!(seen.len(), 1, "user {user} spread over {seen:?}");
     }
 
-    let s = setup(3, "strategy = \"round_robin\"\nsticky = { cookie = \"srv\" }\n", "").await;
-    let raw = raw_request(s.listen, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let s = setup(
+        3,
+        "strategy = \"round_robin\"\nsticky = { cookie = \"srv\" }\n",
+        "",
+    )
+    .await;
+    let raw = raw_request(
+        s.listen,
+        "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     let cookie = raw
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: srv="))
@@ -360,8 +446,15 @@ async fn hash_and_sticky_affinity_hold() {
             &format!("GET / HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"),
         )
         .await;
-        assert_eq!(raw.lines().last().unwrap(), first, "sticky cookie ignored: {raw}");
-        assert!(!raw.to_ascii_lowercase().contains("set-cookie"), "cookie re-set needlessly: {raw}");
+        assert_eq!(
+            raw.lines().last().unwrap(),
+            first,
+            "sticky cookie ignored: {raw}"
+        );
+        assert!(
+            !raw.to_ascii_lowercase().contains("set-cookie"),
+            "cookie re-set needlessly: {raw}"
+        );
     }
 }
 
@@ -377,7 +470,10 @@ async fn bad_input_gets_clear_errors_and_never_wedges() {
 
     let raw = raw_request(s.listen, "GARBAGE\r\n\r\n").await;
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw:?}");
-    let huge = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(100_000));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
     let raw = raw_request(s.listen, &huge).await;
     assert!(raw.starts_with("HTTP/1.1 431") || raw.is_empty(), "{raw:?}");
     let raw = raw_request(
@@ -388,7 +484,9 @@ async fn bad_input_gets_clear_errors_and_never_wedges() {
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw:?}");
     // A slow client that never finishes its headers is cut off.
     let mut slow = tokio::net::TcpStream::connect(s.listen).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let t0 = Instant::now();
     let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf))
@@ -404,9 +502,11 @@ async fn bad_input_gets_clear_errors_and_never_wedges() {
 async fn upgrade_is_spliced_through() {
     let s = setup(1, "", "").await;
     let mut c = tokio::net::TcpStream::connect(s.listen).await.unwrap();
-    c.write_all(b"GET /_upgrade HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
-        .await
-        .unwrap();
+    c.write_all(
+        b"GET /_upgrade HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut buf = vec![0u8; 1024];
     let n = c.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -458,14 +558,24 @@ async fn check_reports_every_error_with_location() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");
     }
-    let quick = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/quickstart.toml");
+    let quick = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/quickstart.toml"
+    );
     let out = std::process::Command::new(hastack())
         .args(["check", quick])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("configuration is valid") && text.contains("http://127.0.0.1:8080"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("configuration is valid") && text.contains("http://127.0.0.1:8080"),
+        "{text}"
+    );
 }
 
 /// Write `req` on a fresh connection and read until the server closes or 2 s pass.

@@ -35,7 +35,9 @@ impl AdminHandler for ProxyAdmin {
         match (&req.method, segs.as_slice()) {
             (&Method::GET, ["status"]) => {
                 let view = proxy.status();
-                Some(Box::pin(async move { AdminResponse::json(StatusCode::OK, &view) }))
+                Some(Box::pin(async move {
+                    AdminResponse::json(StatusCode::OK, &view)
+                }))
             }
             (&Method::POST, ["admin", "reload"]) => Some(Box::pin(async move {
                 match proxy.reload().await {
@@ -57,7 +59,9 @@ impl AdminHandler for ProxyAdmin {
                 let pool = percent_decode(pool);
                 let member = percent_decode(member);
                 let action = (*action).to_string();
-                Some(Box::pin(async move { member_command(&proxy, &pool, &member, &action) }))
+                Some(Box::pin(async move {
+                    member_command(&proxy, &pool, &member, &action)
+                }))
             }
             (_, ["status"]) | (_, ["admin", ..]) => {
                 let m = req.method.clone();

@@ -420,7 +420,7 @@ impl fmt::Debug for HttpListenerSpec {
 }
 
 /// Loaded TLS material.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TlsSpec {
     /// Certificate path (for messages and reload comparison).
     pub cert: PathBuf,
@@ -648,7 +648,11 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
             1
         }
         Some(n) if n > 1024 => {
-            d.error(src, &at.key("workers"), format!("workers = {n} is more than 1024"));
+            d.error(
+                src,
+                &at.key("workers"),
+                format!("workers = {n} is more than 1024"),
+            );
             1
         }
         Some(n) => n,
@@ -669,7 +673,11 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
     // Pools first, so listeners can check references.
     let mut pools = BTreeMap::new();
     if raw.pools.is_empty() {
-        d.error(src, &at, "no pools: add at least one [proxy.pools.NAME] with members");
+        d.error(
+            src,
+            &at,
+            "no pools: add at least one [proxy.pools.NAME] with members",
+        );
     }
     for (name, p) in &raw.pools {
         if let Some(spec) = validate_pool(src, &at.key("pools").key(name), name, p, d) {
@@ -679,7 +687,11 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
 
     let mut listeners = Vec::new();
     if raw.listeners.is_empty() {
-        d.error(src, &at, "no listeners: add at least one [[proxy.listeners]]");
+        d.error(
+            src,
+            &at,
+            "no listeners: add at least one [[proxy.listeners]]",
+        );
     }
     let mut names = HashSet::new();
     let mut addrs = HashMap::new();
@@ -693,7 +705,10 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
             d.error(
                 src,
                 &lp.key("name"),
-                format!("listener name {:?} is used twice; names must be unique", spec.name),
+                format!(
+                    "listener name {:?} is used twice; names must be unique",
+                    spec.name
+                ),
             );
         }
         if let Some(prev) = addrs.insert(spec.addr, i) {
@@ -721,7 +736,9 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
             );
         }
     }
-    let drain_timeout = raw.drain_timeout.map_or(Duration::from_secs(30), Duration::from);
+    let drain_timeout = raw
+        .drain_timeout
+        .map_or(Duration::from_secs(30), Duration::from);
     Some(ProxySpec {
         workers,
         drain_timeout,
@@ -753,16 +770,26 @@ fn validate_listener(
                 key,
                 format!(
                     "pool {pool:?} is not defined; defined pools: {}",
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             );
             None
         }
     };
-    let idle_timeout = l.idle_timeout.map_or(Duration::from_secs(3600), Duration::from);
+    let idle_timeout = l
+        .idle_timeout
+        .map_or(Duration::from_secs(3600), Duration::from);
     let max_connections = match l.max_connections {
         Some(0) => {
-            d.error(src, &at.key("max_connections"), "max_connections must be at least 1");
+            d.error(
+                src,
+                &at.key("max_connections"),
+                "max_connections must be at least 1",
+            );
             1
         }
         Some(n) => n,
@@ -870,7 +897,7 @@ fn validate_listener(
                     .cmp(&a.host.rank())
                     .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
             });
-            if default_pool.is_none() && l.routes.is_empty() {
+            if l.pool.is_none() && l.routes.is_empty() {
                 d.error(
                     src,
                     at,
@@ -891,7 +918,11 @@ fn validate_listener(
             }
             let max_headers = l.max_headers.unwrap_or(100);
             if max_headers == 0 {
-                d.error(src, &at.key("max_headers"), "max_headers must be at least 1");
+                d.error(
+                    src,
+                    &at.key("max_headers"),
+                    "max_headers must be at least 1",
+                );
             }
             ListenerKind::Http(HttpListenerSpec {
                 tls,
@@ -926,7 +957,11 @@ fn validate_pool(
     let mut members = Vec::new();
     let mut names = HashSet::new();
     if p.members.is_empty() {
-        d.error(src, &at.key("members"), format!("pool {name:?} has no members"));
+        d.error(
+            src,
+            &at.key("members"),
+            format!("pool {name:?} has no members"),
+        );
     }
     for (i, m) in p.members.iter().enumerate() {
         let mp = at.key("members").index(i);
@@ -947,7 +982,9 @@ fn validate_pool(
             d.error(
                 src,
                 &mp,
-                format!("member {mname:?} appears twice in pool {name:?}; give each a distinct `name`"),
+                format!(
+                    "member {mname:?} appears twice in pool {name:?}; give each a distinct `name`"
+                ),
             );
             continue;
         }
@@ -1012,7 +1049,10 @@ fn validate_pool(
             d.error(
                 src,
                 &at.key("sticky").key("cookie"),
-                format!("cookie name {:?} must be non-empty letters, digits, '-', '_' or '.'", s.cookie),
+                format!(
+                    "cookie name {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                    s.cookie
+                ),
             );
             None
         }
@@ -1079,26 +1119,38 @@ fn validate_pool(
         d.error(
             src,
             &rp.key("attempts"),
-            format!("attempts = {} is out of range 1-10 (1 means no retries)", retry.attempts),
+            format!(
+                "attempts = {} is out of range 1-10 (1 means no retries)",
+                retry.attempts
+            ),
         );
     }
     for s in &retry.on_status {
         if !(100..=599).contains(s) {
-            d.error(src, &rp.key("on_status"), format!("{s} is not an HTTP status code"));
+            d.error(
+                src,
+                &rp.key("on_status"),
+                format!("{s} is not an HTTP status code"),
+            );
         }
     }
     if !(0.0..=10.0).contains(&retry.budget.ratio) {
         d.error(
             src,
             &rp.key("budget_ratio"),
-            format!("budget_ratio {} must be between 0.0 and 10.0", retry.budget.ratio),
+            format!(
+                "budget_ratio {} must be between 0.0 and 10.0",
+                retry.budget.ratio
+            ),
         );
     }
 
     let connect_timeout = p
         .connect_timeout
         .map_or(Duration::from_secs(2), Duration::from);
-    let try_timeout = p.try_timeout.map_or(Duration::from_secs(30), Duration::from);
+    let try_timeout = p
+        .try_timeout
+        .map_or(Duration::from_secs(30), Duration::from);
     let request_timeout = p
         .request_timeout
         .map_or(Duration::from_secs(60), Duration::from);
@@ -1124,7 +1176,11 @@ fn validate_pool(
     }
     let panic_threshold = p.panic_threshold.unwrap_or(0);
     if panic_threshold > 100 {
-        d.error(src, &at.key("panic_threshold"), "panic_threshold is a percentage: 0-100");
+        d.error(
+            src,
+            &at.key("panic_threshold"),
+            "panic_threshold is a percentage: 0-100",
+        );
     }
     Some(PoolSpec {
         name: name.into(),
@@ -1218,23 +1274,42 @@ fn load_tls(src: &Source, at: &KeyPath, t: &TlsToml, d: &mut Diagnostics) -> Opt
         Ok(it) => match it.collect::<Result<Vec<_>, _>>() {
             Ok(c) if !c.is_empty() => c,
             Ok(_) => {
-                d.error(src, &at.key("cert"), format!("{} holds no PEM certificate", cert_path.display()));
+                d.error(
+                    src,
+                    &at.key("cert"),
+                    format!("{} holds no PEM certificate", cert_path.display()),
+                );
                 return None;
             }
             Err(e) => {
-                d.error(src, &at.key("cert"), format!("cannot read certificates from {}: {e}", cert_path.display()));
+                d.error(
+                    src,
+                    &at.key("cert"),
+                    format!("cannot read certificates from {}: {e}", cert_path.display()),
+                );
                 return None;
             }
         },
         Err(e) => {
-            d.error(src, &at.key("cert"), format!("cannot read {}: {e}", cert_path.display()));
+            d.error(
+                src,
+                &at.key("cert"),
+                format!("cannot read {}: {e}", cert_path.display()),
+            );
             return None;
         }
     };
     let key = match PrivateKeyDer::from_pem_file(&key_path) {
         Ok(k) => k,
         Err(e) => {
-            d.error(src, &at.key("key"), format!("cannot read a PEM private key from {}: {e}", key_path.display()));
+            d.error(
+                src,
+                &at.key("key"),
+                format!(
+                    "cannot read a PEM private key from {}: {e}",
+                    key_path.display()
+                ),
+            );
             return None;
         }
     };
@@ -1257,7 +1332,11 @@ fn load_tls(src: &Source, at: &KeyPath, t: &TlsToml, d: &mut Diagnostics) -> Opt
             })
         }
         Err(e) => {
-            d.error(src, at, format!("the certificate and key do not make a TLS config: {e}"));
+            d.error(
+                src,
+                at,
+                format!("the certificate and key do not make a TLS config: {e}"),
+            );
             None
         }
     }
@@ -1368,7 +1447,8 @@ connect_timeout = "0s"
         let err = check("[proxy]\n[proxy.pools.a]\nmembers = []\nstratgy = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("t.toml:4:1"), "{err}");
         assert!(err.to_string().contains("unknown field `stratgy`"), "{err}");
-        let err = check("[proxy]\n[proxy.pools.a]\nmembers = []\nstrategy = \"fastest\"\n").unwrap_err();
+        let err =
+            check("[proxy]\n[proxy.pools.a]\nmembers = []\nstrategy = \"fastest\"\n").unwrap_err();
         assert!(err.to_string().contains("p2c_ewma"), "{err}");
         let err = check("[proxy]\n[proxy.pools.a]\nmembers = [{ adr = \"x:1\" }]\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `adr`"), "{err}");
@@ -1393,7 +1473,10 @@ connect_timeout = "0s"
     fn tls_files_are_checked() {
         let text = "[proxy]\n[[proxy.listeners]]\nlisten = \"127.0.0.1:1\"\npool = \"a\"\ntls = { cert = \"/nonexistent/c.pem\", key = \"/nonexistent/k.pem\" }\n[proxy.pools.a]\nmembers = [\"127.0.0.1:2\"]\n";
         let err = check(text).unwrap_err();
-        assert!(err.to_string().contains("cannot read /nonexistent/c.pem"), "{err}");
+        assert!(
+            err.to_string().contains("cannot read /nonexistent/c.pem"),
+            "{err}"
+        );
     }
 
     #[test]

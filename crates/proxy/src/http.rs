@@ -150,7 +150,10 @@ enum TryError {
 
 /// Forward `req` through the pool. Returns the response, the member that answered, and the
 /// number of tries.
-async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> (Response<RespBody>, Option<String>, u32) {
+async fn forward(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> (Response<RespBody>, Option<String>, u32) {
     let pool = ctx.pool;
     let spec = &pool.spec;
     let (parts, body) = req.into_parts();
@@ -161,7 +164,10 @@ async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> (Response<RespBody>, 
                 error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("request body of {len} bytes exceeds the limit of {} bytes", ctx.max_body),
+                    format!(
+                        "request body of {len} bytes exceeds the limit of {} bytes",
+                        ctx.max_body
+                    ),
                     None,
                 ),
                 None,
@@ -261,7 +267,10 @@ async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> (Response<RespBody>, 
                 error_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     "request_timeout",
-                    format!("no answer within request_timeout ({:?})", spec.request_timeout),
+                    format!(
+                        "no answer within request_timeout ({:?})",
+                        spec.request_timeout
+                    ),
                     None,
                 )
             });
@@ -319,7 +328,14 @@ async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> (Response<RespBody>, 
         *up.headers_mut() = headers.clone();
 
         let remaining = deadline.saturating_duration_since(now);
-        let result = try_once(&member, up, spec.connect_timeout.min(remaining), spec.try_timeout.min(remaining), upgrade).await;
+        let result = try_once(
+            &member,
+            up,
+            spec.connect_timeout.min(remaining),
+            spec.try_timeout.min(remaining),
+            upgrade,
+        )
+        .await;
         attempt += 1;
         let now = Instant::now();
         let can_retry_unsent = attempt < attempts;
@@ -346,7 +362,10 @@ async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> (Response<RespBody>, 
                     last = Some(error_response(
                         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                         "upstream_status",
-                        format!("member {} answered {status}, and so did every retry", member.name()),
+                        format!(
+                            "member {} answered {status}, and so did every retry",
+                            member.name()
+                        ),
                         None,
                     ));
                     backoff(spec, attempt, deadline, &mut rng).await;
@@ -468,7 +487,12 @@ async fn forward(ctx: &Ctx<'_>, req: Request<Incoming>) -> (Response<RespBody>, 
 
 /// Back-off before the next try: the first retry goes at once (it targets a different
 /// member), later ones wait a jittered, bounded delay, never past the deadline.
-async fn backoff(spec: &crate::config::PoolSpec, attempt: u32, deadline: Instant, rng: &mut fastrand::Rng) {
+async fn backoff(
+    spec: &crate::config::PoolSpec,
+    attempt: u32,
+    deadline: Instant,
+    rng: &mut fastrand::Rng,
+) {
     if attempt < 2 {
         return;
     }
@@ -536,7 +560,11 @@ async fn try_once(
 
 /// Turn an upstream response into the client's: strip hop-by-hop headers and attach the
 /// lease to the body (or settle it now if there is no body).
-fn finish_response(resp: Response<Incoming>, mut lease: Lease, method: &Method) -> Response<RespBody> {
+fn finish_response(
+    resp: Response<Incoming>,
+    mut lease: Lease,
+    method: &Method,
+) -> Response<RespBody> {
     let (mut parts, body) = resp.into_parts();
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(&mut parts.headers);
@@ -587,7 +615,11 @@ enum PrefixError {
 
 /// Read the body up to `limit` bytes: all of it if it fits (resendable), else what was read
 /// plus the rest of the stream.
-async fn read_prefix(mut body: Incoming, limit: usize, max_body: u64) -> Result<Prefix, PrefixError> {
+async fn read_prefix(
+    mut body: Incoming,
+    limit: usize,
+    max_body: u64,
+) -> Result<Prefix, PrefixError> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(PrefixError::Client)?;
@@ -614,13 +646,16 @@ pub fn is_idempotent(m: &Method) -> bool {
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn is_upgrade(h: &HeaderMap, v: Version) -> bool {
-    v == Version::HTTP_11
-        && h.contains_key(header::UPGRADE)
-        && connection_has(h, "upgrade")
+    v == Version::HTTP_11 && h.contains_key(header::UPGRADE) && connection_has(h, "upgrade")
 }
 
 fn connection_has(h: &HeaderMap, token: &str) -> bool {
@@ -645,7 +680,9 @@ pub fn request_host<B>(req: &Request<B>) -> String {
         .unwrap_or("");
     let host = if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop the port.
-        raw.split_once(']').map_or(raw, |(h, _)| h).trim_start_matches('[')
+        raw.split_once(']')
+            .map_or(raw, |(h, _)| h)
+            .trim_start_matches('[')
     } else {
         raw.split(':').next().unwrap_or(raw)
     };
@@ -729,7 +766,7 @@ fn upstream_headers(
 /// Path and query only (what an HTTP/1.1 origin server expects).
 fn origin_form(uri: &Uri) -> Uri {
     match uri.path_and_query() {
-        Some(pq) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
+        Some(_) if uri.scheme().is_none() && uri.authority().is_none() => uri.clone(),
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
     }
@@ -749,7 +786,9 @@ fn hash_of(key: &HashKey, parts: &http::request::Parts, peer: SocketAddr) -> Opt
                 .as_bytes(),
         ),
         HashKey::Header(name) => hastack_balance::hash_key(parts.headers.get(name)?.as_bytes()),
-        HashKey::Cookie(name) => hastack_balance::hash_key(cookie_value(&parts.headers, name)?.as_bytes()),
+        HashKey::Cookie(name) => {
+            hastack_balance::hash_key(cookie_value(&parts.headers, name)?.as_bytes())
+        }
     };
     Some(h)
 }
@@ -827,7 +866,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
@@ -849,7 +891,14 @@ mod tests {
 
     #[test]
     fn idempotency() {
-        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS, Method::TRACE] {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+            Method::TRACE,
+        ] {
             assert!(is_idempotent(&m));
         }
         assert!(!is_idempotent(&Method::POST));

@@ -189,7 +189,10 @@ impl Proxy {
         // Admin first: a bind error there should stop start-up before traffic flows.
         if let Some(addr) = admin_addr {
             let listener = hastack_admin::bind(addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot bind the admin listener {addr}: {e}"))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the admin listener {addr}: {e}"),
+                )
             })?;
             *proxy.inner.admin_addr.lock() = listener.local_addr().ok();
             tokio::spawn(hastack_admin::serve(
@@ -212,7 +215,10 @@ impl Proxy {
             }
         }
         proxy.start_probes(&rt, &report);
-        tokio::spawn(ticker(proxy.inner.shared.clone(), proxy.inner.control.clone()));
+        tokio::spawn(ticker(
+            proxy.inner.shared.clone(),
+            proxy.inner.control.clone(),
+        ));
         info!(
             listeners = ?started,
             workers,
@@ -311,7 +317,13 @@ impl Proxy {
                         .get(&l.name)
                         .is_none_or(|b| b.addr != l.addr || b.tcp != tcp)
                 })
-                .map(|l| (l.name.clone(), l.addr, matches!(l.kind, ListenerKind::Tcp { .. })))
+                .map(|l| {
+                    (
+                        l.name.clone(),
+                        l.addr,
+                        matches!(l.kind, ListenerKind::Tcp { .. }),
+                    )
+                })
                 .collect();
             let remove = bound
                 .iter()
@@ -360,7 +372,12 @@ impl Proxy {
         let generation = self.inner.generation.load(Ordering::Acquire) + 1;
         let previous = self.inner.shared.runtime.load_full();
         let access_log = spec.access_log;
-        let (rt, build) = Runtime::build(generation, spec, Some(&previous), &self.inner.shared.metrics);
+        let (rt, build) = Runtime::build(
+            generation,
+            spec,
+            Some(&previous),
+            &self.inner.shared.metrics,
+        );
         let rt = Arc::new(rt);
         self.inner.shared.runtime.store(rt.clone());
         self.inner.generation.store(generation, Ordering::Release);
@@ -431,7 +448,7 @@ impl Proxy {
                 hastack_probe::spawn(
                     m.clone() as Arc<dyn hastack_probe::Target>,
                     Arc::new(h.check.clone()),
-                    h.schedule.clone(),
+                    h.schedule,
                     token.clone(),
                 );
                 m.set_probe(Some(token));

@@ -17,8 +17,7 @@ use prometheus_client::registry::Registry;
 
 /// Latency buckets in seconds: 0.5 ms to 30 s.
 const LATENCY_BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
-    30.0,
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
 ];
 
 /// Labels of per-member series.
@@ -330,7 +329,13 @@ impl Metrics {
             listener: listener.to_string(),
         };
         Arc::new(ListenerMetrics {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
             tcp_ok: class("ok"),
             tcp_error: class("error"),
             connections: self.connections.get_or_create(&l).clone(),

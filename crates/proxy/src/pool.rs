@@ -118,7 +118,11 @@ impl Member {
             epoch: AtomicU64::new(0),
             errors_pending: AtomicBool::new(false),
             load: Arc::new(Load::new()),
-            conns: ConnPool::new(workers, pool.max_idle_per_member, pool.upstream_idle_timeout),
+            conns: ConnPool::new(
+                workers,
+                pool.max_idle_per_member,
+                pool.upstream_idle_timeout,
+            ),
             metrics,
             pool: Mutex::new(Weak::new()),
             probe: Mutex::new(None),
@@ -336,6 +340,7 @@ pub enum Mode {
 }
 
 /// The pool's current picking snapshot.
+#[derive(Debug)]
 pub struct Picks {
     /// Picker over the members that may take new work.
     pub picker: Picker,
@@ -512,11 +517,7 @@ impl Pool {
     pub fn sticky_member(&self, token: &str) -> Option<usize> {
         let i = *self.tokens.get(token)?;
         let m = &self.members[i];
-        let ok = match m.state() {
-            State::Up => true,
-            State::Draining => true,
-            _ => false,
-        };
+        let ok = matches!(m.state(), State::Up | State::Draining);
         // A backup member is only sticky while the pool is actually on backups.
         let mode_ok = !m.is_backup() || self.picks.load().mode == Mode::Backup;
         (ok && mode_ok).then_some(i)
@@ -529,7 +530,8 @@ impl Pool {
             .iter()
             .filter(|m| m.state() == State::Ejected)
             .count();
-        (ejected + 1) * 100 <= usize::from(self.spec.outlier.max_ejected_percent) * self.members.len()
+        (ejected + 1) * 100
+            <= usize::from(self.spec.outlier.max_ejected_percent) * self.members.len()
     }
 
     /// Count an original request against the retry budget.

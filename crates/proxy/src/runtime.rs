@@ -95,9 +95,8 @@ impl Runtime {
                 .members
                 .iter()
                 .map(|mspec| {
-                    let carried = old_pool.and_then(|op| {
-                        op.members.iter().find(|m| m.same_identity(mspec)).cloned()
-                    });
+                    let carried = old_pool
+                        .and_then(|op| op.members.iter().find(|m| m.same_identity(mspec)).cloned());
                     match carried {
                         Some(m) => {
                             m.update(pspec, mspec);

@@ -25,6 +25,7 @@ use crate::config::{HttpListenerSpec, ListenerKind};
 use crate::http::ConnInfo;
 
 /// Commands for a worker.
+#[derive(Debug)]
 pub enum WorkerCmd {
     /// Accept on this socket until `stop` fires; then let its connections finish.
     Listen {
@@ -94,7 +95,12 @@ impl Workers {
     /// Bind one `SO_REUSEPORT` socket per worker on `addr` and start accepting on all of
     /// them. Binding happens before anything starts, so an error (address in use,
     /// permission) leaves nothing half-started.
-    pub fn listen(&self, name: &Arc<str>, addr: SocketAddr, stop: &CancellationToken) -> std::io::Result<()> {
+    pub fn listen(
+        &self,
+        name: &Arc<str>,
+        addr: SocketAddr,
+        stop: &CancellationToken,
+    ) -> std::io::Result<()> {
         let sockets = (0..self.senders.len())
             .map(|_| bind(addr))
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -137,7 +143,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
-    s.set_nodelay(true)?;
+    s.set_tcp_nodelay(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
@@ -172,7 +178,10 @@ async fn worker_main(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 }
                 drain.cancel();
                 tracker.close();
-                if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+                if tokio::time::timeout_at(deadline, tracker.wait())
+                    .await
+                    .is_err()
+                {
                     warn!(
                         remaining = tracker.len(),
                         "drain deadline reached; closing remaining connections"
@@ -289,7 +298,9 @@ async fn serve_http(
     let svc = {
         let shared = shared.clone();
         let info = info.clone();
-        hyper::service::service_fn(move |req| crate::http::handle(shared.clone(), info.clone(), req))
+        hyper::service::service_fn(move |req| {
+            crate::http::handle(shared.clone(), info.clone(), req)
+        })
     };
     match &spec.tls {
         None => {

@@ -106,7 +106,9 @@ pub async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, client: TcpStream) 
     };
     drop(lease);
     match &result {
-        Ok(_) => listener.metrics.tcp_ok.inc(),
+        Ok(_) => {
+            listener.metrics.tcp_ok.inc();
+        }
         Err(e) => debug!(listener = %conn.listener, error = %e, "TCP session ended with an error"),
     }
     if shared.access_log.load(Ordering::Relaxed) {
@@ -163,7 +165,11 @@ impl AsyncRead for Tracked {
 }
 
 impl AsyncWrite for Tracked {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {

@@ -133,7 +133,9 @@ impl ConnPool {
     /// A pool for `workers` threads keeping at most `max_idle` idle connections per thread.
     pub fn new(workers: usize, max_idle: usize, idle_timeout: Duration) -> ConnPool {
         ConnPool {
-            slots: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            slots: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             max_idle: AtomicUsize::new(max_idle),
             idle_timeout_ns: AtomicU64::new(nanos(idle_timeout)),
         }

@@ -47,9 +47,11 @@ where
 }
 
 pub async fn wait_port(addr: SocketAddr, timeout: Duration) {
-    eventually(timeout, &format!("{addr} to accept connections"), || async move {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
+    eventually(
+        timeout,
+        &format!("{addr} to accept connections"),
+        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+    )
     .await;
 }
 
@@ -244,7 +246,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
 }
 
 /// One request on a fresh connection.
-pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -332,10 +338,15 @@ impl Load {
     }
 }
 
-async fn load_loop(addr: SocketAddr, path: &str, stop: Arc<AtomicBool>, ok: Arc<AtomicU64>) -> LoadStats {
+async fn load_loop(
+    addr: SocketAddr,
+    path: &str,
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+) -> LoadStats {
     let mut stats = LoadStats::default();
     let mut tx: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
-    let mut fail = |stats: &mut LoadStats, why: String| {
+    let fail = |stats: &mut LoadStats, why: String| {
         stats.failed += 1;
         if stats.failures.len() < 20 {
             stats.failures.push(why);
