@@ -167,6 +167,8 @@ pub enum Reason {
     },
     /// An ejection ran out.
     EjectionExpired,
+    /// Active checks were switched off while the member was down.
+    ChecksRemoved,
     /// An operator command.
     Admin,
 }
@@ -272,9 +274,19 @@ impl HealthMachine {
     }
 
     /// Replace the policy (on reload), keeping all state. Streaks already past a new, lower
-    /// threshold take effect at the next matching event.
-    pub fn set_policy(&mut self, policy: HealthPolicy) {
+    /// threshold take effect at the next matching event. A member that is down when active
+    /// checks are switched off is brought back: nothing could ever re-admit it otherwise.
+    pub fn set_policy(&mut self, now: Instant, policy: HealthPolicy) -> Option<Transition> {
+        let before = self.state();
         self.policy = policy;
+        if !self.policy.active_checks && !self.alive {
+            self.alive = true;
+            self.passive_down = false;
+            self.ok_streak = 0;
+            self.fail_streak = 0;
+            return self.finish(now, before, Reason::ChecksRemoved);
+        }
+        None
     }
 
     /// The effective state.
@@ -681,6 +693,28 @@ mod tests {
         assert!(!m.alive());
         m.on_event(t0, Event::Enable);
         assert_eq!(m.state(), State::Down);
+    }
+
+    #[test]
+    fn removing_active_checks_revives_a_down_member() {
+        let t0 = Instant::now();
+        let mut m = HealthMachine::new(policy(), true);
+        m.on_event(t0, Event::ConnectFailed);
+        assert_eq!(m.state(), State::Down);
+        assert!(
+            m.set_policy(t0, policy()).is_none(),
+            "same policy changes nothing"
+        );
+        let tr = m
+            .set_policy(
+                t0,
+                HealthPolicy {
+                    active_checks: false,
+                    ..policy()
+                },
+            )
+            .unwrap();
+        assert_eq!((tr.to, tr.reason), (State::Up, Reason::ChecksRemoved));
     }
 
     #[test]

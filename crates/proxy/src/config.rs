@@ -1479,6 +1479,27 @@ connect_timeout = "0s"
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the file says, loading it returns a spec or located errors: no panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            if let Ok(src) = Source::parse("t.toml", text) {
+                let _ = load(&src);
+            }
+        }
+
+        /// Mutations of a valid file (a key's value replaced by junk) never panic either.
+        #[test]
+        fn mutated_config_never_panics(pos in 0usize..GOOD.len(), junk in "[\\[\\]{}=\",.0-9a-z:\\n -]{0,12}") {
+            let mut text = GOOD.to_string();
+            let pos = (0..=pos).rev().find(|p| text.is_char_boundary(*p)).unwrap_or(0);
+            text.insert_str(pos, &junk);
+            if let Ok(src) = Source::parse("t.toml", text) {
+                let _ = load(&src);
+            }
+        }
+    }
+
     #[test]
     fn host_matching() {
         let s = HostMatch::Suffix(".example.com".into());

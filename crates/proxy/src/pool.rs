@@ -143,7 +143,13 @@ impl Member {
         self.backup.store(spec.backup, Ordering::Relaxed);
         self.conns
             .set_limits(pool.max_idle_per_member, pool.upstream_idle_timeout);
-        self.health.lock().set_policy(pool.health_policy());
+        let tr = self
+            .health
+            .lock()
+            .set_policy(Instant::now(), pool.health_policy());
+        if let Some(tr) = tr {
+            self.on_transition(Instant::now(), tr);
+        }
     }
 
     /// Name within the pool.
