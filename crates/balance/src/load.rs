@@ -133,9 +133,9 @@ impl Load {
     /// Decay factor `e^(-dt/tau)` between a stored stamp and `now`'s stamp.
     fn decay(stamp: u32, now_stamp: u32) -> f64 {
         let elapsed = now_stamp.wrapping_sub(stamp);
-        // A "negative" difference: another thread updated with a later `now` than ours.
-        // Treat as no time passed.
-        if elapsed > u32::MAX / 2 {
+        // Zero (common under load: many updates per millisecond), or a "negative" difference
+        // (another thread updated with a later `now` than ours): no time passed.
+        if elapsed == 0 || elapsed > u32::MAX / 2 {
             return 1.0;
         }
         (-f64::from(elapsed) / (DECAY.as_secs_f64() * 1000.0)).exp()
@@ -175,7 +175,7 @@ impl Load {
 
     /// The latency estimate at `now` (zero when nothing is known).
     pub fn ewma(&self, now: Instant) -> Duration {
-        Duration::from_secs_f64(self.ewma_ns(now) / 1e9)
+        Duration::try_from_secs_f64(self.ewma_ns(now) / 1e9).unwrap_or(Duration::MAX)
     }
 
     /// The P2C cost at `now`: `ewma x (inflight + 1)` in nanoseconds, or [`PENALTY`]` +
@@ -290,6 +290,17 @@ mod tests {
         assert_eq!(l.ewma(t0), Duration::ZERO);
         assert_eq!(l.inflight(), 1, "reset keeps the in-flight count");
         assert_eq!(l.cost(t0), PENALTY + 1.0);
+    }
+
+    #[test]
+    fn absurd_samples_do_not_panic() {
+        let l = Load::new();
+        let t0 = Instant::now();
+        l.observe(Duration::MAX, t0);
+        assert!(l.ewma(t0) > Duration::from_secs(1 << 60));
+        assert!(l.cost(t0).is_finite());
+        l.observe(Duration::ZERO, t0 + DECAY * 1000);
+        assert_eq!(l.ewma(t0 + DECAY * 1000), Duration::ZERO);
     }
 
     #[test]

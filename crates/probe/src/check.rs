@@ -99,7 +99,8 @@ pub async fn probe(addr: SocketAddr, check: &Check, timeout: Duration) -> Outcom
             Check::Http(h) => http(addr, h, &phase).await,
         }
     };
-    let (ok, detail) = match tokio::time::timeout_at(start + timeout, work).await {
+    // `timeout` (not `timeout_at(start + timeout)`): it saturates instead of overflowing.
+    let (ok, detail) = match tokio::time::timeout(timeout, work).await {
         Ok(verdict) => verdict,
         Err(_) => (
             false,

@@ -27,7 +27,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::check::{Check, HttpCheck, MAX_BODY, human};
-use crate::schedule::{MAX_JITTER, MIN_INTERVAL, Schedule};
+use crate::schedule::{MAX_INTERVAL, MAX_JITTER, MIN_INTERVAL, Schedule};
 
 /// Default `interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
@@ -250,6 +250,15 @@ impl HealthCheckConfig {
                         "{key} ({}) is too short: it must be at least {}",
                         human(d),
                         human(MIN_INTERVAL)
+                    ),
+                );
+            } else if d > MAX_INTERVAL {
+                error(
+                    key,
+                    format!(
+                        "{key} ({}) is too long: it must be at most {}",
+                        human(d),
+                        human(MAX_INTERVAL)
                     ),
                 );
             }
@@ -729,6 +738,50 @@ fall = 0
             validate("[health]\ninterval = \"1s\"\nfast_interval = \"3s\"\n").unwrap();
         assert_eq!(warnings.warning_count(), 1);
         assert!(warnings.to_string().contains("probing slows down"));
+    }
+
+    #[test]
+    fn absurd_durations_are_errors() {
+        let err = validate("[health]\ninterval = \"100000h\"\ndown_interval = \"1us\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("health.interval: interval (11years"), "{err}");
+        assert!(
+            err.contains("is too long: it must be at most 1day"),
+            "{err}"
+        );
+        assert!(err.contains("down_interval (1us) is too short"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever text or number a key holds, loading and validating never panics, and
+        /// `validate` returns a value exactly when it reported no error.
+        #[test]
+        fn arbitrary_values_never_panic(
+            key in proptest::sample::select(vec![
+                "type", "path", "method", "host", "expect_status", "body_contains", "interval",
+                "fast_interval", "down_interval", "timeout", "jitter", "rise", "fall",
+            ]),
+            text in "[ -~]{0,24}",
+            number in proptest::num::i64::ANY,
+            float in proptest::num::f64::ANY,
+            which in 0u8..4,
+        ) {
+            let value = match which {
+                0 => format!("{text:?}"),
+                1 => number.to_string(),
+                2 if float.is_finite() => format!("{float:e}"),
+                _ => format!("[{text:?}, {number}]"),
+            };
+            let Ok(src) = Source::parse("t.toml", format!("[health]\n{key} = {value}\n")) else {
+                return Ok(());
+            };
+            if let Ok(Some(cfg)) = src.section::<HealthCheckConfig>("health") {
+                let mut diags = Diagnostics::new();
+                let v = cfg.validate(&src, &KeyPath::of(&["health"]), &mut diags);
+                proptest::prop_assert_eq!(v.is_some(), !diags.has_errors());
+            }
+        }
     }
 
     #[test]

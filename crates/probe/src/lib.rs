@@ -33,4 +33,6 @@ pub use config::{
     CheckKind, DEFAULT_FALL, DEFAULT_INTERVAL, DEFAULT_JITTER, DEFAULT_RISE, DEFAULT_TIMEOUT,
     Fraction, HealthCheckConfig, MIN_DEFAULT_FAST_INTERVAL, StatusSpec, ValidatedHealth,
 };
-pub use schedule::{MAX_JITTER, MIN_INTERVAL, Prober, Schedule, Target, spawn, spawn_with};
+pub use schedule::{
+    MAX_INTERVAL, MAX_JITTER, MIN_INTERVAL, Prober, Schedule, Target, spawn, spawn_with,
+};

@@ -18,6 +18,10 @@ use crate::check::{Check, Outcome, human, probe};
 /// turn the scheduler into a busy loop.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// No cadence or timeout is longer than this (a day), so that time arithmetic can never
+/// overflow, whatever the schedule says.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
 /// Largest accepted jitter fraction.
 pub const MAX_JITTER: f64 = 0.5;
 
@@ -58,11 +62,13 @@ impl Schedule {
             ProbePhase::Changing => self.fast_interval,
             ProbePhase::Down => self.down_interval,
         }
-        .max(MIN_INTERVAL)
+        .clamp(MIN_INTERVAL, MAX_INTERVAL)
     }
 
-    /// `base` times a uniform factor in `[1 - jitter, 1 + jitter]`.
+    /// `base` times a uniform factor in `[1 - jitter, 1 + jitter]` (`base` capped at
+    /// [`MAX_INTERVAL`]).
     pub fn jittered(&self, base: Duration, rng: &mut fastrand::Rng) -> Duration {
+        let base = base.min(MAX_INTERVAL);
         let j = if self.jitter.is_finite() {
             self.jitter.clamp(0.0, MAX_JITTER)
         } else {
@@ -146,7 +152,8 @@ pub(crate) async fn run<P: Prober>(
     shutdown: CancellationToken,
     mut rng: fastrand::Rng,
 ) {
-    let first = schedule.interval.max(MIN_INTERVAL).mul_f64(rng.f64());
+    let timeout = schedule.timeout.min(MAX_INTERVAL);
+    let first = schedule.base(ProbePhase::Steady).mul_f64(rng.f64());
     let mut next = Instant::now() + first;
     let mut last_start: Option<Instant> = None;
     loop {
@@ -160,7 +167,7 @@ pub(crate) async fn run<P: Prober>(
                 () = wake(target.as_ref()) => {
                     let now = Instant::now();
                     let soonest = last_start
-                        .map_or(now, |s| s + schedule.fast_interval.max(MIN_INTERVAL))
+                        .map_or(now, |s| s + schedule.base(ProbePhase::Changing))
                         .max(now);
                     if soonest < sleep.deadline() {
                         sleep.as_mut().reset(soonest);
@@ -171,14 +178,14 @@ pub(crate) async fn run<P: Prober>(
         let started = Instant::now();
         last_start = Some(started);
         let addr = target.addr();
-        let attempt = tokio::time::timeout(schedule.timeout, prober.probe(addr, schedule.timeout));
+        let attempt = tokio::time::timeout(timeout, prober.probe(addr, timeout));
         let outcome = tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
             r = attempt => r.unwrap_or_else(|_| Outcome {
                 ok: false,
                 latency: started.elapsed(),
-                detail: format!("timed out after {}", human(schedule.timeout)),
+                detail: format!("timed out after {}", human(timeout)),
             }),
         };
         trace!(%addr, ok = outcome.ok, latency_us = outcome.latency.as_micros() as u64, detail = %outcome.detail, "probe");
@@ -488,6 +495,24 @@ mod tests {
         // Not woken: the steady interval.
         let t4 = times(&mut rx, 1).await[0];
         assert_eq!(t4 - t3, 2000 * MS);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_schedules_are_clamped() {
+        let (target, mut rx) = recorder(&[], false);
+        let stop = CancellationToken::new();
+        let s = Schedule {
+            interval: Duration::MAX,
+            fast_interval: Duration::MAX,
+            down_interval: Duration::MAX,
+            timeout: Duration::MAX,
+            jitter: 0.5,
+        };
+        let _task = spawn_with(target, Arc::new(Fake { latency: None }), s, stop.clone());
+        let (_, o) = rx.recv().await.unwrap();
+        assert_eq!(o.latency, MAX_INTERVAL);
+        assert_eq!(o.detail, "timed out after 1day");
         stop.cancel();
     }
 
