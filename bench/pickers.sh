@@ -28,7 +28,7 @@ busy_pct=$(awk -v i=$(( (i1+w1) - (i0+w0) )) -v t="$total" 'BEGIN { printf "%.0f
 # "name ... time: [lo mid hi]" -> name<TAB>mid unit (criterion prints the name on its own line
 # when it is long).
 results=$(awk '
-  /^(pick|pick_excluding_one|build)\// { name = $1 }
+  /^(pick|pick_excluding_one|build|load)\// { name = $1 }
   /time:/ { for (i = 1; i <= NF; i++) if ($i == "time:") { print name "\t" $(i+3) " " $(i+4) } }
 ' "$out")
 
@@ -43,6 +43,10 @@ table() {
     done
     printf ' |\n'
   done
+}
+
+lookup() {
+  printf '%s\n' "$results" | awk -F'\t' -v k="$1" '$1 == k { print $2 }'
 }
 
 section=$(cat <<MD
@@ -68,6 +72,9 @@ $(table pick_excluding_one)
 **build** (\`Picker::new\`)
 
 $(table build)
+
+**Load** (per member, on the data plane's path): \`Load::cost\` $(lookup load/cost),
+\`Load::observe\` $(lookup load/observe).
 <!-- pickers:end -->
 MD
 )

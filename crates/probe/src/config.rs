@@ -516,7 +516,7 @@ fn status_range(spec: &StatusSpec) -> Result<RangeInclusive<u16>, String> {
     }
 }
 
-// Used by the docs of `status_range` errors and by tests.
+// For callers that want to show or reuse what a spec covers.
 impl StatusSpec {
     /// The contiguous range this spec covers, if it is one.
     pub fn range(&self) -> Option<RangeInclusive<u16>> {
