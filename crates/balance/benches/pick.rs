@@ -63,6 +63,21 @@ fn bench(c: &mut Criterion) {
         }
         group.finish();
     }
+    let mut group = c.benchmark_group("load");
+    let load = Load::new();
+    load.observe(Duration::from_micros(300), now);
+    let mut t = now;
+    group.bench_function("cost", |b| {
+        b.iter(|| black_box(&load).cost(black_box(now)));
+    });
+    group.bench_function("observe", |b| {
+        b.iter(|| {
+            t += Duration::from_micros(50);
+            black_box(&load).observe(Duration::from_micros(300), black_box(t));
+        });
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("build");
     for n in [3usize, 10, 100] {
         for s in STRATEGIES {

@@ -17,8 +17,10 @@
 //!   that was slow long ago gets tried again.
 //!
 //! The estimate and the time of its last update are packed into one `AtomicU64` (an `f32` of
-//! nanoseconds and a wrapping `u32` of milliseconds since the `Load` was created) so that an
-//! update is a single compare-and-swap and readers never see a torn pair.
+//! nanoseconds and a wrapping `u32` of milliseconds since a process-wide epoch) so that an
+//! update is a single compare-and-swap and readers never see a torn pair. The epoch is shared
+//! so that a pick converts its `now` to milliseconds once, not once per candidate (the
+//! `Instant` subtraction is the most expensive step of computing a cost).
 //!
 //! ## Cost
 //!
@@ -30,8 +32,8 @@
 //! until it has answered once, which also limits the damage if it is black-holed.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -48,10 +50,35 @@ pub const PENALTY: f64 = 1e15;
 /// Live load of one member, shared by all worker threads (atomics only; no locks).
 pub struct Load {
     inflight: AtomicU32,
-    /// `(f32 estimate in ns).to_bits() << 32 | (ms since epoch, wrapping)`.
+    /// `(f32 estimate in ns).to_bits() << 32 | (ms since EPOCH, wrapping)`.
     rtt: AtomicU64,
-    /// Reference point of the millisecond timestamps.
-    epoch: Instant,
+}
+
+/// Reference point of every `Load`'s millisecond timestamps: a year before the first use, so
+/// that no `now` a caller passes (even one taken a little before the first `Load` existed)
+/// falls before it. Only differences of timestamps matter, and those wrap correctly.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+fn epoch() -> Instant {
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        [365 * 86_400, 86_400, 3_600, 60, 1]
+            .into_iter()
+            .find_map(|s| now.checked_sub(Duration::from_secs(s)))
+            .unwrap_or(now)
+    })
+}
+
+/// `now` as wrapping milliseconds since [`EPOCH`] (wraps every 49 days; only differences of
+/// stamps are used, with wrapping arithmetic).
+pub(crate) fn stamp(now: Instant) -> u32 {
+    let ms = now.saturating_duration_since(epoch()).as_millis();
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "deliberately wrapping: only differences of stamps are used"
+    )]
+    let stamp = ms as u32;
+    stamp
 }
 
 impl fmt::Debug for Load {
@@ -85,11 +112,10 @@ fn unpack(v: u64) -> (f32, u32) {
 
 impl Load {
     /// A member with nothing in flight and no latency information.
-    pub fn new() -> Load {
+    pub const fn new() -> Load {
         Load {
             inflight: AtomicU32::new(0),
-            rtt: AtomicU64::new(pack(0.0, 0)),
-            epoch: Instant::now(),
+            rtt: AtomicU64::new(0),
         }
     }
 
@@ -118,24 +144,12 @@ impl Load {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    /// Milliseconds since the epoch, truncated to 32 bits (wraps after 49 days; differences
-    /// are taken with wrapping arithmetic).
-    fn stamp(&self, now: Instant) -> u32 {
-        let ms = now.saturating_duration_since(self.epoch).as_millis();
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "deliberately wrapping: only differences of stamps are used"
-        )]
-        let stamp = ms as u32;
-        stamp
-    }
-
     /// Decay factor `e^(-dt/tau)` between a stored stamp and `now`'s stamp.
     fn decay(stamp: u32, now_stamp: u32) -> f64 {
         let elapsed = now_stamp.wrapping_sub(stamp);
-        // A "negative" difference: another thread updated with a later `now` than ours.
-        // Treat as no time passed.
-        if elapsed > u32::MAX / 2 {
+        // Zero (common under load: many updates per millisecond), or a "negative" difference
+        // (another thread updated with a later `now` than ours): no time passed.
+        if elapsed == 0 || elapsed > u32::MAX / 2 {
             return 1.0;
         }
         (-f64::from(elapsed) / (DECAY.as_secs_f64() * 1000.0)).exp()
@@ -144,7 +158,7 @@ impl Load {
     /// Feed one response time observed at `now` (peak-EWMA update, see the module docs).
     pub fn observe(&self, rtt: Duration, now: Instant) {
         let sample = rtt.as_nanos() as f64;
-        let now_stamp = self.stamp(now);
+        let now_stamp = stamp(now);
         let mut cur = self.rtt.load(Ordering::Relaxed);
         loop {
             let (est, stamp) = unpack(cur);
@@ -167,22 +181,27 @@ impl Load {
         }
     }
 
-    /// The estimate at `now` in nanoseconds, decayed since its last update.
-    fn ewma_ns(&self, now: Instant) -> f64 {
+    /// The estimate in nanoseconds at the time whose [`stamp`] is `now_stamp`.
+    fn ewma_ns(&self, now_stamp: u32) -> f64 {
         let (est, stamp) = unpack(self.rtt.load(Ordering::Relaxed));
-        f64::from(est) * Load::decay(stamp, self.stamp(now))
+        f64::from(est) * Load::decay(stamp, now_stamp)
     }
 
     /// The latency estimate at `now` (zero when nothing is known).
     pub fn ewma(&self, now: Instant) -> Duration {
-        Duration::from_secs_f64(self.ewma_ns(now) / 1e9)
+        Duration::try_from_secs_f64(self.ewma_ns(stamp(now)) / 1e9).unwrap_or(Duration::MAX)
     }
 
     /// The P2C cost at `now`: `ewma x (inflight + 1)` in nanoseconds, or [`PENALTY`]` +
     /// inflight` for a busy member without latency information (see the module docs).
     pub fn cost(&self, now: Instant) -> f64 {
+        self.cost_at(stamp(now))
+    }
+
+    /// [`Load::cost`] at a precomputed [`stamp`] (one conversion per pick).
+    pub(crate) fn cost_at(&self, now_stamp: u32) -> f64 {
         let inflight = f64::from(self.inflight());
-        let ewma = self.ewma_ns(now);
+        let ewma = self.ewma_ns(now_stamp);
         if ewma <= 0.0 && inflight > 0.0 {
             PENALTY + inflight
         } else {
@@ -193,7 +212,7 @@ impl Load {
     /// Forget the latency history (the member was re-admitted: its old latency says nothing
     /// about the new process). The in-flight count is kept: those requests are still running.
     pub fn reset(&self) {
-        self.rtt.store(pack(0.0, 0), Ordering::Relaxed);
+        self.rtt.store(0, Ordering::Relaxed);
     }
 }
 
@@ -290,6 +309,17 @@ mod tests {
         assert_eq!(l.ewma(t0), Duration::ZERO);
         assert_eq!(l.inflight(), 1, "reset keeps the in-flight count");
         assert_eq!(l.cost(t0), PENALTY + 1.0);
+    }
+
+    #[test]
+    fn absurd_samples_do_not_panic() {
+        let l = Load::new();
+        let t0 = Instant::now();
+        l.observe(Duration::MAX, t0);
+        assert!(l.ewma(t0) > Duration::from_secs(1 << 60));
+        assert!(l.cost(t0).is_finite());
+        l.observe(Duration::ZERO, t0 + DECAY * 1000);
+        assert_eq!(l.ewma(t0 + DECAY * 1000), Duration::ZERO);
     }
 
     #[test]

@@ -78,8 +78,9 @@ pub(crate) fn build(ids: &[u64], weights: &[u32]) -> Vec<u32> {
 
     let size = usize::try_from(m).unwrap_or(usize::MAX);
     let mut table = vec![u32::MAX; size];
-    // Next index into each member's permutation, and slots claimed so far.
-    let mut next = vec![0u64; n];
+    // Each member's next preferred slot (its permutation `offset + j x skip mod m`, walked
+    // incrementally: one add and one compare per step, no division), and slots claimed so far.
+    let mut next: Vec<u64> = offset;
     let mut claimed = vec![0u64; n];
     let mut filled: u64 = 0;
     let mut round: u64 = 0;
@@ -90,8 +91,11 @@ pub(crate) fn build(ids: &[u64], weights: &[u32]) -> Vec<u32> {
                 // The permutation visits every slot once (m prime, 1 <= skip < m) and the
                 // table is not full, so this finds a free slot within m steps.
                 loop {
-                    let slot = (offset[i] + next[i] % m * skip[i]) % m;
-                    next[i] += 1;
+                    let slot = next[i];
+                    next[i] += skip[i];
+                    if next[i] >= m {
+                        next[i] -= m;
+                    }
                     #[allow(
                         clippy::cast_possible_truncation,
                         reason = "slot < m, and m fits the table, which fits usize"

@@ -311,9 +311,10 @@ impl Picker {
         let Some(b) = self.weighted(rng, req.exclude, Some(a)) else {
             return Some(a);
         };
+        let now = crate::load::stamp(req.now);
         let per_weight = |pos: usize| {
             let c = &self.candidates[pos];
-            c.load.cost(req.now) / f64::from(c.weight)
+            c.load.cost_at(now) / f64::from(c.weight)
         };
         if per_weight(b) < per_weight(a) {
             Some(b)
