@@ -63,6 +63,8 @@ pub struct Member {
     pool: Mutex<Weak<Pool>>,
     probe: Mutex<Option<CancellationToken>>,
     last_probe: Mutex<Option<ProbeView>>,
+    /// Brings the next active probe forward (after live traffic marked the member down).
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Member {
@@ -127,6 +129,7 @@ impl Member {
             pool: Mutex::new(Weak::new()),
             probe: Mutex::new(None),
             last_probe: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
         };
         m.metrics.set_state(State::Up);
         m
@@ -253,6 +256,11 @@ impl Member {
             // Old latency says nothing about the re-admitted member.
             self.load.reset();
         }
+        if tr.reason == hastack_core::health::Reason::ConnectFailed {
+            // Live traffic found it dead: probe soon, so a quick restart is re-admitted
+            // without waiting a full interval.
+            self.wake.notify_one();
+        }
         self.metrics.set_state(tr.to);
         self.metrics.transition(tr.to);
         if tr.to == State::Ejected {
@@ -292,6 +300,10 @@ impl Member {
 impl hastack_probe::Target for Member {
     fn addr(&self) -> SocketAddr {
         self.endpoint.addr()
+    }
+
+    fn wake(&self) -> Option<&tokio::sync::Notify> {
+        Some(&self.wake)
     }
 
     fn report(&self, outcome: hastack_probe::Outcome) -> ProbePhase {
