@@ -16,7 +16,7 @@ DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-5}
 CONNS=${CONNS:-64}
 PROXY_CPU=${PROXY_CPU:-0}
-ulimit -n 100000
+ulimit -n "$(ulimit -Hn)"
 LOAD_CPU=${LOAD_CPU:-1}
 
 cargo build --release -q -p hastack-cli
@@ -65,7 +65,7 @@ TOML
 cat > "$WORK/haproxy.cfg" <<HAP
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode http
   timeout connect 2s
