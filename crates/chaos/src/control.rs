@@ -191,3 +191,57 @@ impl AdminHandler for Control {
         "GET /status, POST /admin/proxies/<name>/faults, POST /admin/proxies/<name>/clear, POST /events"
     }
 }
+
+/// A metrics registry for a run or a standalone proxy.
+pub fn new_registry() -> hastack_admin::SharedRegistry {
+    Arc::new(parking_lot::Mutex::new(
+        prometheus_client::registry::Registry::default(),
+    ))
+}
+
+/// Run one fault proxy with a control API (`hastack chaos fault-proxy`) until `shutdown`.
+/// `faults` are applied at start. Returns the bound addresses through `ready` once
+/// listening (proxy, control).
+pub async fn standalone(
+    cfg: crate::fault::proxy::FaultProxyConfig,
+    control: Option<std::net::SocketAddr>,
+    faults: Vec<ProxyFault>,
+    shutdown: tokio_util::sync::CancellationToken,
+    ready: impl FnOnce(std::net::SocketAddr, Option<std::net::SocketAddr>),
+) -> Result<(), crate::ChaosError> {
+    let proxy = crate::fault::proxy::FaultProxy::start(cfg).await?;
+    let handle = proxy.handle();
+    for f in faults {
+        handle
+            .apply(f.clone())
+            .map_err(|reason| crate::ChaosError::BadTarget {
+                fault: f.kind().to_string(),
+                target: handle.name().to_string(),
+                reason,
+            })?;
+    }
+    let registry = new_registry();
+    handle.register_metrics(&mut registry.lock());
+    let mut control_addr = None;
+    if let Some(addr) = control {
+        let listener =
+            hastack_admin::bind(addr)
+                .await
+                .map_err(|source| crate::ChaosError::Bind {
+                    addr,
+                    what: "the fault proxy's control API".to_string(),
+                    source,
+                })?;
+        control_addr = listener.local_addr().ok();
+        tokio::spawn(hastack_admin::serve(
+            listener,
+            Arc::new(Control::new(vec![handle.clone()], None)),
+            registry,
+            shutdown.clone(),
+        ));
+    }
+    ready(handle.listen_addr(), control_addr);
+    shutdown.cancelled().await;
+    proxy.stop().await;
+    Ok(())
+}

@@ -338,6 +338,7 @@ pub fn build(
             listen: link,
             upstream: app,
             connect_timeout: Duration::from_secs(1),
+            mirror_refusal: true,
         });
         names.push(name);
         backends.push(link);

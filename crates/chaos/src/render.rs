@@ -220,8 +220,8 @@ pub fn compare(a: &Report, b: &Report, same_timeline: bool) -> String {
     row(
         &mut o,
         "SLO",
-        format!("{}", if a.slo.met { "met" } else { "MISSED" }),
-        format!("{}", if b.slo.met { "met" } else { "MISSED" }),
+        (if a.slo.met { "met" } else { "MISSED" }).to_string(),
+        (if b.slo.met { "met" } else { "MISSED" }).to_string(),
     );
     row(
         &mut o,

@@ -191,6 +191,7 @@ async fn start_topology(s: &Scenario, opts: &RunOptions) -> Result<Topology, Cha
             listen: p.listen,
             upstream: p.upstream,
             connect_timeout: p.connect_timeout,
+            mirror_refusal: p.mirror_refusal,
             seed: s.seed ^ (0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(i as u64 + 1)),
         };
         match FaultProxy::start(cfg).await {

@@ -206,6 +206,12 @@ struct RawFaultProxy {
     upstream: String,
     #[serde(default = "d_connect_timeout")]
     connect_timeout: Dur,
+    #[serde(default = "d_true")]
+    mirror_refusal: bool,
+}
+
+fn d_true() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +293,9 @@ pub struct FaultProxySpec {
     pub upstream: SocketAddr,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// Refuse connections while the upstream refuses them (see
+    /// [`crate::fault::proxy::FaultProxyConfig::mirror_refusal`]).
+    pub mirror_refusal: bool,
 }
 
 /// A validated, resolved scenario.
@@ -763,6 +772,7 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
                 listen,
                 upstream,
                 connect_timeout: p.connect_timeout.0,
+                mirror_refusal: p.mirror_refusal,
             });
         }
     }

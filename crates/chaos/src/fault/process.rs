@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::error::ChaosError;
 
@@ -115,7 +115,7 @@ impl ManagedProcess {
             command: self.spec.command_line(),
             source,
         })?;
-        info!(process = %self.spec.name, pid = child.id(), "process started");
+        debug!(process = %self.spec.name, pid = child.id(), "process started");
         self.child = Some(child);
         self.paused = false;
         self.wait_ready().await
@@ -148,7 +148,7 @@ impl ManagedProcess {
                 ),
             };
             if ready {
-                info!(process = %self.spec.name, "process ready");
+                debug!(process = %self.spec.name, "process ready");
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -185,7 +185,7 @@ impl ManagedProcess {
             signal: signal.as_str().to_string(),
             reason: e.desc().to_string(),
         })?;
-        info!(process = %self.spec.name, pid, signal = signal.as_str(), "signal sent");
+        debug!(process = %self.spec.name, pid, signal = signal.as_str(), "signal sent");
         match signal {
             Signal::SIGSTOP => self.paused = true,
             Signal::SIGCONT => self.paused = false,

@@ -251,6 +251,12 @@ pub struct FaultProxyConfig {
     pub connect_timeout: Duration,
     /// Seed of the jitter and drop decisions.
     pub seed: u64,
+    /// Mirror refusals: when the upstream refuses a connection, close the listening socket
+    /// (so clients get "connection refused" too, as they would without the proxy) until
+    /// the upstream accepts again (probed every 50 ms). Without it, a dead upstream looks
+    /// like "accepted, then reset", which balancers treat differently (they do not retry a
+    /// request they already sent).
+    pub mirror_refusal: bool,
 }
 
 /// Counters of one proxy (prometheus-client types, readable for `/status` too).
@@ -354,6 +360,9 @@ struct Shared {
     up_bucket: Mutex<TokenBucket>,
     down_bucket: Mutex<TokenBucket>,
     rng: Mutex<fastrand::Rng>,
+    mirror_refusal: bool,
+    /// Set by a connection whose upstream refused; the accept loop closes the listener.
+    refused: tokio::sync::Notify,
 }
 
 /// A cheap, cloneable handle to control a running proxy.
@@ -509,9 +518,11 @@ impl FaultProxy {
             up_bucket: Mutex::new(TokenBucket::new()),
             down_bucket: Mutex::new(TokenBucket::new()),
             rng: Mutex::new(fastrand::Rng::with_seed(cfg.seed)),
+            mirror_refusal: cfg.mirror_refusal,
+            refused: tokio::sync::Notify::new(),
         });
         let cancel = CancellationToken::new();
-        info!(proxy = %shared.name, %listen, upstream = %shared.upstream, "fault proxy listening");
+        debug!(proxy = %shared.name, %listen, upstream = %shared.upstream, "fault proxy listening");
         let task = tokio::spawn(accept_loop(listener, shared.clone(), cancel.clone()));
         Ok(FaultProxy {
             handle: FaultProxyHandle { shared },
@@ -548,11 +559,47 @@ fn set_rst(s: &TcpStream) {
     let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+/// Probe every 50 ms until the upstream accepts a connection (or the proxy stops): false
+/// when stopped.
+async fn upstream_back(shared: &Shared, cancel: &CancellationToken) -> bool {
     loop {
+        tokio::select! {
+            () = cancel.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        let probe =
+            tokio::time::timeout(shared.connect_timeout, TcpStream::connect(shared.upstream)).await;
+        if matches!(probe, Ok(Ok(_))) {
+            return true;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut listener = Some(listener);
+    loop {
+        let Some(l) = listener.as_ref() else {
+            // Mirroring a refusing upstream: no listener until it accepts again.
+            if !upstream_back(&shared, &cancel).await {
+                return;
+            }
+            match TcpListener::bind(shared.listen).await {
+                Ok(l) => {
+                    info!(proxy = %shared.name, "upstream accepts again: listening again");
+                    listener = Some(l);
+                }
+                Err(e) => warn!(proxy = %shared.name, error = %e, "cannot listen again, retrying"),
+            }
+            continue;
+        };
         let (client, peer) = tokio::select! {
             () = cancel.cancelled() => return,
-            r = listener.accept() => match r {
+            () = shared.refused.notified() => {
+                info!(proxy = %shared.name, upstream = %shared.upstream, "upstream refuses connections: refusing too");
+                listener = None;
+                continue;
+            }
+            r = l.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
@@ -625,6 +672,9 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, cancel: Cancellation
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!(proxy = %shared.name, error = %e, "upstream connect failed");
+                if shared.mirror_refusal && e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    shared.refused.notify_one();
+                }
                 shared.stats.upstream_failures.inc();
                 set_rst(&client);
                 return;
