@@ -327,7 +327,7 @@ async fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
         }
         let report = hastack_chaos::run(s, &options(dir.clone(), true)?, cancel.clone()).await?;
         let text = save(&report, dir, None)?;
-        print!("{text}\n");
+        println!("{text}");
         reports.push(report);
     }
     let (ra, rb) = (&reports[0], &reports[1]);
