@@ -331,4 +331,14 @@ app,BACKEND,0,0,0,1,,1,0,0,0,0,,0,0,0,0,UP,2\n";
         assert!(diff_states(&MemberStates::new(), &next).is_empty());
         assert!(parse_json_members("[]", "/x", "a", "b", &down).is_err());
     }
+
+    proptest::proptest! {
+        /// Status pages are network bytes: arbitrary input never panics.
+        #[test]
+        fn arbitrary_status_text_never_panics(text in ".{0,400}", ptr in "(/[a-z]{0,5}){0,3}") {
+            let _ = parse_haproxy_csv(&text);
+            let _ = parse_haproxy_csv(&format!("# pxname,svname,status\n{text}"));
+            let _ = parse_json_members(&text, &ptr, "name", "state", &["down".to_string()]);
+        }
+    }
 }

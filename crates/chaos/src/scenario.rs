@@ -1339,4 +1339,13 @@ fault = "explode"
         assert!(v.expand("{dir").unwrap_err().contains("unclosed"));
         assert!(v.expand("}").unwrap_err().contains("unmatched"));
     }
+
+    proptest::proptest! {
+        /// Placeholder expansion on arbitrary text never panics.
+        #[test]
+        fn expand_never_panics(text in "[{}a-z:_]{0,40}") {
+            let mut v = vars();
+            let _ = v.expand(&text);
+        }
+    }
 }
