@@ -245,3 +245,45 @@ pub async fn standalone(
     proxy.stop().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, path: &str, body: &str) -> AdminRequest {
+        AdminRequest {
+            method,
+            path: path.to_string(),
+            query: None,
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn pushed_events_reach_the_run() {
+        let sink = EventSink::new(tokio::time::Instant::now());
+        let c = Control::new(vec![], Some(sink.clone()));
+        let r = c
+            .answer(&req(
+                Method::POST,
+                "/events",
+                r#"{"kind":"detected","subject":"app1","source":"proxy","detail":"3 failed checks"}"#,
+            ))
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        let (events, _) = sink.snapshot();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Detected);
+        assert_eq!(events[0].source, "proxy");
+        let r = c
+            .answer(&req(
+                Method::POST,
+                "/events",
+                r#"{"kind":"exploded","subject":"x"}"#,
+            ))
+            .unwrap();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(String::from_utf8_lossy(&r.body).contains("detected"));
+        assert!(c.answer(&req(Method::GET, "/nothing", "")).is_none());
+    }
+}
