@@ -59,6 +59,19 @@ impl EventSink {
     /// Record an event now. Events before the start of the load are ignored (start-up
     /// noise such as members coming up).
     pub fn emit(&self, source: &str, kind: EventKind, subject: &str, detail: &str) {
+        self.emit_late(source, kind, subject, detail, Duration::ZERO);
+    }
+
+    /// Record an event seen now that may have happened up to `uncertainty` earlier (a
+    /// polled source).
+    pub fn emit_late(
+        &self,
+        source: &str,
+        kind: EventKind,
+        subject: &str,
+        detail: &str,
+        uncertainty: Duration,
+    ) {
         let now = Instant::now();
         if now < self.start {
             return;
@@ -75,6 +88,7 @@ impl EventSink {
             kind,
             subject: subject.to_string(),
             detail: detail.to_string(),
+            uncertainty_s: uncertainty.as_secs_f64(),
         });
     }
 
@@ -221,7 +235,11 @@ pub async fn run_source(spec: EventSourceSpec, sink: EventSink, cancel: Cancella
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let polled = Instant::now();
         let got = http_get(&url, interval.max(Duration::from_millis(500))).await;
+        // The change happened after the previous poll: at most one interval plus this
+        // request's time before now.
+        let uncertainty = interval + polled.elapsed();
         let parsed = match got {
             Ok((status, body)) if status.is_success() => {
                 let text = String::from_utf8_lossy(&body);
@@ -243,7 +261,7 @@ pub async fn run_source(spec: EventSourceSpec, sink: EventSink, cancel: Cancella
             Ok(now) => {
                 if let Some(p) = &prev {
                     for (kind, name) in diff_states(p, &now) {
-                        sink.emit(&source, kind, &name, "status poll");
+                        sink.emit_late(&source, kind, &name, "status poll", uncertainty);
                     }
                 }
                 prev = Some(now);

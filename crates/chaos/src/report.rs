@@ -118,6 +118,10 @@ pub struct ComponentEvent {
     /// Free text.
     #[serde(default)]
     pub detail: String,
+    /// How late `at` may be, seconds: a polled source sees a change up to one poll
+    /// (interval plus request time) after it happened; pushed events have 0.
+    #[serde(default)]
+    pub uncertainty_s: f64,
 }
 
 impl ComponentEvent {
@@ -562,12 +566,12 @@ fn fault_reports(input: &ReportInput<'_>, notes: &mut Vec<String>) -> Vec<FaultR
         let attributed = until.saturating_sub(covered_until.max(f.at));
         covered_until = covered_until.max(until);
         let (g, t) = prefix.range(index(f.at, h.bucket), index(until, h.bucket));
-        let detected = input
+        let detected_event = input
             .events
             .iter()
             .filter(|e| e.kind == EventKind::Detected && e.at >= f.at && e.is_about(&f.subject))
-            .map(|e| e.at)
-            .min();
+            .min_by_key(|e| e.at);
+        let detected = detected_event.map(|e| e.at);
         let member_back = detected.and_then(|d| {
             input
                 .events
@@ -576,8 +580,19 @@ fn fault_reports(input: &ReportInput<'_>, notes: &mut Vec<String>) -> Vec<FaultR
                 .map(|e| e.at)
                 .min()
         });
-        let repair = match (detected, restored_at) {
-            (Some(d), Some(r)) if d <= r && downtime > Duration::ZERO => Some(r - d),
+        // A polled event is stamped up to its uncertainty late: detection seen just after
+        // restoration (within that) means they coincided, i.e. repair 0.
+        let repair = match (detected_event, restored_at) {
+            (Some(e), Some(r)) if downtime > Duration::ZERO => {
+                let slack = Duration::try_from_secs_f64(e.uncertainty_s).unwrap_or_default();
+                if e.at <= r {
+                    Some(r - e.at)
+                } else if e.at <= r + slack {
+                    Some(Duration::ZERO)
+                } else {
+                    None
+                }
+            }
             _ => None,
         };
         if restored_at.is_none() {
@@ -796,6 +811,7 @@ mod tests {
                 kind: EventKind::Detected,
                 subject: "web/app1".into(),
                 detail: String::new(),
+                uncertainty_s: 0.0,
             },
             ComponentEvent {
                 at: Duration::from_millis(2500),
@@ -803,6 +819,7 @@ mod tests {
                 kind: EventKind::Detected,
                 subject: "web/app2".into(),
                 detail: String::new(),
+                uncertainty_s: 0.0,
             },
             ComponentEvent {
                 at: Duration::from_millis(6000),
@@ -810,6 +827,7 @@ mod tests {
                 kind: EventKind::Repaired,
                 subject: "app1".into(),
                 detail: String::new(),
+                uncertainty_s: 0.0,
             },
         ];
         let r = compute(&input(&h, &f, &ev));
@@ -947,5 +965,26 @@ mod tests {
         assert!((l1.max_ms - 1000.0).abs() <= 10.0, "{l1:?}");
         assert_eq!(r.latency.unwrap().count, 200);
         assert_eq!(r.timeline[0].requests, 100);
+    }
+
+    #[test]
+    fn a_polled_detection_just_after_restoration_means_repair_zero() {
+        let h = history(1000, &[(200, 300)]);
+        let f = [fault(0, 2000, "app1")];
+        let mut ev = ComponentEvent {
+            at: Duration::from_millis(3050),
+            source: "haproxy".into(),
+            kind: EventKind::Detected,
+            subject: "app/app1".into(),
+            detail: String::new(),
+            uncertainty_s: 0.1,
+        };
+        let r = compute(&input(&h, &f, std::slice::from_ref(&ev)));
+        assert!(close(r.faults[0].detection_s.unwrap(), 1.05));
+        assert_eq!(r.faults[0].repair_s, Some(0.0));
+        // Beyond the uncertainty the detection did not cause the restoration.
+        ev.at = Duration::from_millis(3200);
+        let r = compute(&input(&h, &f, &[ev]));
+        assert_eq!(r.faults[0].repair_s, None);
     }
 }
