@@ -341,3 +341,61 @@ fn fault_proxy_command_rejects_a_bad_fault() {
         "{err}"
     );
 }
+
+#[test]
+fn compare_runs_two_scenarios_with_the_same_timeline_side_by_side() {
+    let dir = Scratch::new("compare");
+    let one = |name: &str, targets: &str| {
+        format!(
+            r#"
+[chaos]
+name = "{name}"
+duration = "2s"
+
+[chaos.load]
+targets = [{targets}]
+rate = 50
+{APPS}
+[[chaos.timeline]]
+at = "500ms"
+target = "app1"
+fault = "kill"
+duration = "1s"
+"#
+        )
+    };
+    // A: clients fail over between the two links; B: only link1, so B loses requests.
+    std::fs::write(
+        dir.path("a.toml"),
+        one(
+            "failover",
+            r#""127.0.0.1:{port:link1}", "127.0.0.1:{port:link2}""#,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path("b.toml"),
+        one("single", r#""127.0.0.1:{port:link1}""#),
+    )
+    .unwrap();
+    let out = hastack(
+        &[
+            "chaos", "compare", "a.toml", "b.toml", "--seed", "9", "--out", "cmp", "--json",
+            "c.json",
+        ],
+        &dir.0,
+    );
+    let stdout = ok(&out);
+    assert!(stdout.contains("timelines identical: yes"), "{stdout}");
+    let c = read_json(&dir.path("c.json"));
+    assert_eq!(c["a"]["seed"], 9);
+    assert_eq!(c["b"]["seed"], 9);
+    let fa = c["a"]["requests"]["failed"].as_u64().unwrap();
+    let fb = c["b"]["requests"]["failed"].as_u64().unwrap();
+    assert!(
+        fb > fa,
+        "without failover more requests fail: a {fa}, b {fb}"
+    );
+    assert!(dir.path("cmp/compare.txt").exists());
+    assert!(dir.path("cmp/a/chart.svg").exists() && dir.path("cmp/b/chart.svg").exists());
+}
