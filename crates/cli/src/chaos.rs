@@ -122,6 +122,10 @@ pub struct DemoArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run the front tier as a VIP pair in network namespaces (root; needs `hastack vip`
+    /// and the namespace testbed).
+    #[arg(long)]
+    netns: bool,
 }
 
 /// Front tier choice for the demo.
@@ -398,6 +402,11 @@ async fn program_runs(program: &Path, args: &[&str]) -> bool {
 
 #[allow(clippy::print_stdout, reason = "the scorecard is the command's output")]
 async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    if a.netns {
+        bail!(
+            "--netns needs `hastack vip` and the network-namespace testbed (hastack-testbed), which this build does not include yet; run `hastack demo` without it"
+        );
+    }
     let exe = hastack_exe()?;
     let front: Box<dyn FrontTier> = match a.front {
         Front::HastackProxy => Box::new(HastackProxyPair {

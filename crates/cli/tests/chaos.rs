@@ -399,3 +399,80 @@ duration = "1s"
     assert!(dir.path("cmp/compare.txt").exists());
     assert!(dir.path("cmp/a/chart.svg").exists() && dir.path("cmp/b/chart.svg").exists());
 }
+
+#[test]
+fn standalone_fault_proxy_is_controlled_over_http() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+
+    // Upstream: a listener that accepts (the test only checks control and forwarding setup).
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap().to_string();
+    let mut child = Command::new(HASTACK)
+        .args([
+            "--log",
+            "warn",
+            "chaos",
+            "fault-proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &up,
+            "--control",
+            "127.0.0.1:0",
+            "--name",
+            "edge",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    /// Stops the child on every exit path.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let guard = Kill(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("listening on 127.0.0.1:"), "{first}");
+    let second = lines.next().unwrap().unwrap();
+    let ctl = second
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let call = |method: &str, path: &str, body: &str| -> String {
+        let mut s = TcpStream::connect(&ctl).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let r = call(
+        "POST",
+        "/admin/proxies/edge/faults",
+        r#"{"kind":"bandwidth","rate":"1KiB","direction":"downstream"}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let status = call("GET", "/status", "");
+    assert!(status.contains("\"kind\": \"bandwidth\""), "{status}");
+    let r = call(
+        "POST",
+        "/admin/proxies/edge/clear",
+        r#"{"kind":"bandwidth"}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(!call("GET", "/status", "").contains("bandwidth"));
+    drop(guard);
+}
