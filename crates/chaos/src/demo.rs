@@ -82,6 +82,14 @@ pub trait FrontTier: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// Build the tier in front of `ctx.backends`.
     fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError>;
+
+    /// The event subject under which this tier reports backend `name` (reached at
+    /// `backend`), so that its detections are matched to the demo's faults. Default: the
+    /// name (HAProxy's `backend/app1` matches `app1`).
+    fn subject(&self, name: &str, backend: SocketAddr) -> String {
+        let _ = backend;
+        name.to_string()
+    }
 }
 
 fn port(ctx: &mut FrontContext<'_>, name: &str) -> Result<u16, ChaosError> {
@@ -232,6 +240,10 @@ impl FrontTier for HastackProxyPair {
         "hastack-proxy-pair"
     }
 
+    fn subject(&self, _name: &str, backend: SocketAddr) -> String {
+        backend.to_string()
+    }
+
     fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError> {
         let members: Vec<String> = ctx.backends.iter().map(|a| format!("\"{a}\"")).collect();
         let mut plan = FrontPlan {
@@ -262,6 +274,20 @@ impl FrontTier for HastackProxyPair {
             });
             plan.files.push((PathBuf::from(file), cfg));
             plan.entries.push(listen);
+        }
+        // Detection times from each proxy's /status. The pointer and field names are a guess
+        // at the proxy's status shape: adjust when it lands (members are named by address).
+        for i in 1..=2 {
+            let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
+            plan.events.push(EventSourceSpec::Json {
+                source: format!("proxy{i}"),
+                url: format!("http://{admin}/status"),
+                interval: Duration::from_millis(100),
+                members: "/pools/app/members".into(),
+                name_field: "addr".into(),
+                state_field: "state".into(),
+                down_states: vec!["down".into(), "ejected".into(), "unhealthy".into()],
+            });
         }
         plan.faults.push(FrontFault {
             target: "proxy1".into(),
@@ -350,6 +376,7 @@ pub fn build(
         health_path: "/health",
     })?;
     processes.extend(plan.processes);
+    let subject = |i: usize| front.subject(&names[i], backends[i]);
     let at = |f: f64| d.mul_f64(f);
     let mut schedule = vec![
         ScheduledFault {
@@ -359,7 +386,7 @@ pub fn build(
             action: FaultAction::Process(ProcessFault::Kill),
             duration: Some(at(0.10)),
             weight: 1.0,
-            subject: "app1".into(),
+            subject: subject(0),
         },
         ScheduledFault {
             id: 1,
@@ -368,7 +395,7 @@ pub fn build(
             action: FaultAction::Process(ProcessFault::Pause),
             duration: Some(at(0.08)),
             weight: 1.0,
-            subject: "app2".into(),
+            subject: subject(1),
         },
         ScheduledFault {
             id: 2,
@@ -381,7 +408,7 @@ pub fn build(
             }),
             duration: Some(at(0.10)),
             weight: 0.5,
-            subject: "app3".into(),
+            subject: subject(2),
         },
     ];
     for (i, f) in plan.faults.into_iter().enumerate() {
@@ -430,4 +457,59 @@ pub fn build(
         events: plan.events,
         control: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars::new("/run".into(), "/run/demo".into(), "/bin/hastack".into())
+    }
+
+    #[test]
+    fn every_front_tier_builds_a_scenario_that_says_what_runs() {
+        let opts = DemoOptions::default();
+        let direct = build(&DirectFront, &opts, &mut vars()).unwrap();
+        assert_eq!(
+            direct.load.targets.len(),
+            3,
+            "client-side failover over the backends"
+        );
+        assert_eq!(direct.schedule.len(), 3);
+        assert!(direct.description.contains("NONE"));
+        assert_eq!(direct.schedule[0].at, Duration::from_secs(9));
+        assert_eq!(direct.schedule[2].subject, "app3");
+
+        let ha = build(&HaproxyFront::default(), &opts, &mut vars()).unwrap();
+        assert_eq!(ha.load.targets.len(), 1);
+        assert!(ha.description.contains("NOT hastack proxy"));
+        let cfg = &ha.files[0].1;
+        assert!(
+            cfg.contains("server app1 127.0.0.1:") && cfg.contains("server app3"),
+            "{cfg}"
+        );
+        assert!(matches!(ha.events[0], EventSourceSpec::Haproxy { .. }));
+
+        let pair = build(
+            &HastackProxyPair {
+                hastack_exe: "/bin/hastack".into(),
+            },
+            &opts,
+            &mut vars(),
+        )
+        .unwrap();
+        assert_eq!(pair.requires, vec!["hastack proxy".to_string()]);
+        assert_eq!(
+            pair.load.targets.len(),
+            2,
+            "clients fail over between the two proxies"
+        );
+        assert_eq!(pair.schedule.len(), 4, "plus: kill one proxy");
+        assert_eq!(pair.schedule[3].target, "proxy1");
+        // Its detections name members by address: the demo's faults follow.
+        let link3 = pair.proxies[2].listen.to_string();
+        assert_eq!(pair.schedule[2].subject, link3);
+        assert!(pair.files[0].1.contains(&link3));
+    }
 }

@@ -22,6 +22,12 @@
 //! * [`control`]: the run-time control API (fault proxies, pushed events).
 //! * [`demo`]: `hastack demo`, parameterised by a [`demo::FrontTier`].
 //!
+//! **Architecture invariant**: this crate depends on `hastack-config` and `hastack-admin`
+//! only, never on the components it measures (proxy, vip, ...): front tiers plug in through
+//! [`demo::FrontTier`], namespace faults through [`fault::NetworkFaults`], components talk
+//! to it through the event feed ([`events`]). So a broken component can never hide its own
+//! failure from the harness.
+//!
 //! What it deliberately does not do: it does not parse or print to the terminal by itself
 //! (the CLI does), it never sends traffic anywhere but the addresses a scenario names
 //! (loopback in every shipped scenario), and it does not implement namespace faults.
