@@ -30,13 +30,19 @@ pub struct Component {
 }
 
 /// Every section hastack understands. Components add themselves here.
-pub const COMPONENTS: &[Component] = &[Component {
-    section: hastack_proxy::config::SECTION,
-    validate: |src| {
-        hastack_proxy::config::load(src)
-            .map(|(spec, warnings)| (hastack_proxy::config::summary(&spec), warnings))
+pub const COMPONENTS: &[Component] = &[
+    Component {
+        section: hastack_proxy::config::SECTION,
+        validate: |src| {
+            hastack_proxy::config::load(src)
+                .map(|(spec, warnings)| (hastack_proxy::config::summary(&spec), warnings))
+        },
     },
-}];
+    Component {
+        section: hastack_chaos::scenario::SECTION,
+        validate: hastack_chaos::scenario::check,
+    },
+];
 
 /// Validate one parsed source: every section present, plus unknown-section errors.
 pub fn validate(src: &Source) -> Result<(Vec<String>, Diagnostics), Diagnostics> {

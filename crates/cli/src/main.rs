@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod app;
+mod chaos;
 mod check;
 mod logging;
 mod proxy;
@@ -37,6 +38,10 @@ enum Command {
     Proxy(proxy::Args),
     /// Run the tiny built-in app server (a backend for demos, tests and drills).
     App(app::Args),
+    /// Chaos drills: run a scenario, compare two, or run a standalone fault proxy.
+    Chaos(chaos::Args),
+    /// Start a small stack on loopback, hurt it, and print its availability scorecard.
+    Demo(chaos::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::App(args) => app::run(args),
+        Command::Chaos(args) => chaos::run(args),
+        Command::Demo(args) => chaos::demo(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,515 @@
+//! `hastack demo`: a small stack on loopback, a short fault schedule, a scorecard.
+//!
+//! The demo is a scenario built in code: `apps` instances of the built-in app server, each
+//! behind its own fault proxy (so one can be slowed), and a **front tier** in front of
+//! those, given as a [`FrontTier`]. The front tier decides what clients connect to, which
+//! processes it runs, which faults it contributes (e.g. kill one of two proxies), and which
+//! event sources report its detections. Implementations today:
+//!
+//! * [`HaproxyFront`]: one HAProxy (Debian package) with HTTP health checks and redispatch.
+//! * [`DirectFront`]: no front tier; the load generator fails over between the backends
+//!   itself (connect failure -> next address).
+//! * [`HastackProxyPair`]: two `hastack proxy` instances, clients failing over between them.
+//!   It needs `hastack proxy` and says so at preflight until that subcommand exists.
+//!
+//! The schedule (fractions of the duration): kill app1 at 15% (restarted at 25%), freeze
+//! app2 at 35% for 8%, add 400 ms to app3 through its fault proxy at 55% for 10% (the SLO
+//! counts answers over 250 ms as failures), then the front tier's own faults at 75%.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hastack_config::Dur;
+
+use crate::error::ChaosError;
+use crate::events::EventSourceSpec;
+use crate::fault::process::{ProcessSpec, Readiness};
+use crate::fault::{FaultAction, ProcessFault, ProxyFault, ScheduledFault};
+use crate::load::LoadPlan;
+use crate::load::http::HttpRequestSpec;
+use crate::report::{RestoreRule, Slo};
+use crate::scenario::{FaultProxySpec, Protocol, Scenario, Vars};
+
+/// What a front tier gets to build itself.
+#[derive(Debug)]
+pub struct FrontContext<'a> {
+    /// The backends' addresses as the front tier must reach them (their fault proxies).
+    pub backends: &'a [SocketAddr],
+    /// Their names (`app1`, ...), matching the subjects of the demo's faults.
+    pub names: &'a [String],
+    /// Placeholders and free ports (`vars.port("front")`).
+    pub vars: &'a mut Vars,
+    /// The backends' health check path.
+    pub health_path: &'a str,
+}
+
+/// A fault the front tier asks the demo to inject at 75% of the run.
+#[derive(Debug, Clone)]
+pub struct FrontFault {
+    /// A process of the plan.
+    pub target: String,
+    /// What to do.
+    pub action: FaultAction,
+    /// For how long.
+    pub duration: Option<Duration>,
+    /// Event subject.
+    pub subject: String,
+}
+
+/// What a front tier adds to the demo.
+#[derive(Debug, Clone, Default)]
+pub struct FrontPlan {
+    /// One sentence saying exactly what runs (printed and put in the report).
+    pub description: String,
+    /// Processes to start after the backends, in order.
+    pub processes: Vec<ProcessSpec>,
+    /// Files to write into the run directory.
+    pub files: Vec<(PathBuf, String)>,
+    /// The addresses clients connect to, in failover order.
+    pub entries: Vec<SocketAddr>,
+    /// Faults on the front tier itself.
+    pub faults: Vec<FrontFault>,
+    /// Event sources reporting the front tier's detections.
+    pub events: Vec<EventSourceSpec>,
+    /// Requirements checked before anything starts (`haproxy`, `hastack proxy`).
+    pub requires: Vec<String>,
+}
+
+/// The tier between clients and the app servers.
+pub trait FrontTier: Send + Sync + std::fmt::Debug {
+    /// Short name (`haproxy`, `direct`, `hastack-proxy-pair`).
+    fn name(&self) -> &'static str;
+    /// Build the tier in front of `ctx.backends`.
+    fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError>;
+
+    /// The event subject under which this tier reports backend `name` (reached at
+    /// `backend`), so that its detections are matched to the demo's faults. Default: the
+    /// name (HAProxy's `backend/app1` matches `app1`).
+    fn subject(&self, name: &str, backend: SocketAddr) -> String {
+        let _ = backend;
+        name.to_string()
+    }
+}
+
+fn port(ctx: &mut FrontContext<'_>, name: &str) -> Result<u16, ChaosError> {
+    ctx.vars
+        .port(name)
+        .map_err(|e| ChaosError::io(e, std::io::Error::other("no free port")))
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// HAProxy config for `servers` (name, address) behind one frontend, with HTTP health
+/// checks every 500 ms (down after 2 failures, up after 2 successes), up to 3 retries with
+/// redispatch to another server, and a stats page (CSV at `/stats;csv`).
+pub fn haproxy_config(
+    front: SocketAddr,
+    stats: SocketAddr,
+    servers: &[(String, SocketAddr)],
+    health: &str,
+) -> String {
+    let mut s = format!(
+        "# written by hastack chaos
+global
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 2s
+    timeout check 1s
+    retries 3
+    option redispatch 1
+
+frontend web
+    bind {front}
+    default_backend app
+
+backend app
+    balance roundrobin
+    option httpchk GET {health}
+    default-server inter 500ms fall 2 rise 2
+"
+    );
+    for (name, addr) in servers {
+        s.push_str(&format!("    server {name} {addr} check\n"));
+    }
+    s.push_str(&format!(
+        "
+listen stats
+    bind {stats}
+    stats enable
+    stats uri /stats
+"
+    ));
+    s
+}
+
+/// One HAProxy from the Debian package.
+#[derive(Debug, Clone, Default)]
+pub struct HaproxyFront {
+    /// The haproxy binary (default `haproxy` on PATH).
+    pub program: Option<PathBuf>,
+}
+
+impl FrontTier for HaproxyFront {
+    fn name(&self) -> &'static str {
+        "haproxy"
+    }
+
+    fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError> {
+        let front = local(port(ctx, "front")?);
+        let stats = local(port(ctx, "haproxy-stats")?);
+        let servers: Vec<(String, SocketAddr)> = ctx
+            .names
+            .iter()
+            .cloned()
+            .zip(ctx.backends.iter().copied())
+            .collect();
+        let cfg = haproxy_config(front, stats, &servers, ctx.health_path);
+        let path = ctx.vars.dir.join("haproxy.cfg");
+        let program = self
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("haproxy"));
+        Ok(FrontPlan {
+            description: format!(
+                "front tier: ONE HAProxy (Debian package, {}) at {front} with health checks every 500 ms (fall 2, rise 2), 3 retries + redispatch; NOT hastack proxy",
+                program.display()
+            ),
+            processes: vec![ProcessSpec {
+                name: "haproxy".into(),
+                program: program.clone(),
+                args: vec!["-db".into(), "-f".into(), path.display().to_string()],
+                env: vec![],
+                ready: Readiness::Tcp(front),
+                ready_timeout: Duration::from_secs(10),
+                stop_grace: Duration::from_secs(2),
+            }],
+            files: vec![(PathBuf::from("haproxy.cfg"), cfg)],
+            entries: vec![front],
+            faults: vec![],
+            events: vec![EventSourceSpec::Haproxy {
+                source: "haproxy".into(),
+                url: format!("http://{stats}/stats;csv"),
+                interval: Duration::from_millis(100),
+            }],
+            requires: vec![program.display().to_string()],
+        })
+    }
+}
+
+/// No front tier: clients fail over between the backends themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectFront;
+
+impl FrontTier for DirectFront {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+
+    fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError> {
+        Ok(FrontPlan {
+            description: format!(
+                "front tier: NONE; the load generator connects to the {} backends directly, trying the next address only when a connect fails (like a DNS name with several records); no health checks, no retries",
+                ctx.backends.len()
+            ),
+            entries: ctx.backends.to_vec(),
+            ..FrontPlan::default()
+        })
+    }
+}
+
+/// Two `hastack proxy` instances; clients fail over between them (until `hastack vip`
+/// gives them one address). The config follows the proxy's planned format (`[proxy.admin]`,
+/// `[[proxy.listeners]]`, `[proxy.pools.app]` with an HTTP health check every 500 ms) and
+/// the process is started as `hastack proxy --config FILE`: adjust both here when the proxy
+/// lands if its flags or keys differ.
+#[derive(Debug, Clone, Default)]
+pub struct HastackProxyPair {
+    /// The hastack binary.
+    pub hastack_exe: PathBuf,
+}
+
+impl FrontTier for HastackProxyPair {
+    fn name(&self) -> &'static str {
+        "hastack-proxy-pair"
+    }
+
+    fn subject(&self, _name: &str, backend: SocketAddr) -> String {
+        backend.to_string()
+    }
+
+    fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError> {
+        let members: Vec<String> = ctx.backends.iter().map(|a| format!("\"{a}\"")).collect();
+        let mut plan = FrontPlan {
+            requires: vec!["hastack proxy".into()],
+            ..FrontPlan::default()
+        };
+        for i in 1..=2 {
+            let listen = local(port(ctx, &format!("proxy{i}"))?);
+            let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
+            let file = format!("proxy{i}.toml");
+            let cfg = format!(
+                "[proxy.admin]\nlisten = \"{admin}\"\n\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"{listen}\"\nprotocol = \"http\"\npool = \"app\"\n\n[proxy.pools.app]\nmembers = [{}]\n\n[proxy.pools.app.health]\ntype = \"http\"\npath = \"{}\"\ninterval = \"500ms\"\n",
+                members.join(", "),
+                ctx.health_path
+            );
+            plan.processes.push(ProcessSpec {
+                name: format!("proxy{i}"),
+                program: self.hastack_exe.clone(),
+                args: vec![
+                    "proxy".into(),
+                    "--config".into(),
+                    ctx.vars.dir.join(&file).display().to_string(),
+                ],
+                env: vec![],
+                ready: Readiness::Tcp(listen),
+                ready_timeout: Duration::from_secs(10),
+                stop_grace: Duration::from_secs(2),
+            });
+            plan.files.push((PathBuf::from(file), cfg));
+            plan.entries.push(listen);
+        }
+        // Detection times from each proxy's /status. The pointer and field names are a guess
+        // at the proxy's status shape: adjust when it lands (members are named by address).
+        for i in 1..=2 {
+            let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
+            plan.events.push(EventSourceSpec::Json {
+                source: format!("proxy{i}"),
+                url: format!("http://{admin}/status"),
+                interval: Duration::from_millis(100),
+                members: "/pools/app/members".into(),
+                name_field: "addr".into(),
+                state_field: "state".into(),
+                down_states: vec!["down".into(), "ejected".into(), "unhealthy".into()],
+            });
+        }
+        plan.faults.push(FrontFault {
+            target: "proxy1".into(),
+            action: FaultAction::Process(ProcessFault::Kill),
+            duration: None,
+            subject: "proxy1".into(),
+        });
+        plan.description = format!(
+            "front tier: TWO hastack proxy instances at {} and {} (clients fail over between them), health checks every 500 ms",
+            plan.entries[0], plan.entries[1]
+        );
+        Ok(plan)
+    }
+}
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Load duration.
+    pub duration: Duration,
+    /// Requests per second.
+    pub rate: f64,
+    /// App servers (at least 3: the schedule hurts three of them).
+    pub apps: usize,
+    /// Seed (fault proxies' jitter).
+    pub seed: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            duration: Duration::from_secs(60),
+            rate: 200.0,
+            apps: 3,
+            seed: 1,
+        }
+    }
+}
+
+/// Build the demo scenario around `front`.
+pub fn build(
+    front: &dyn FrontTier,
+    opts: &DemoOptions,
+    vars: &mut Vars,
+) -> Result<Scenario, ChaosError> {
+    let apps = opts.apps.max(3);
+    let d = opts.duration;
+    let mut processes = Vec::new();
+    let mut proxies = Vec::new();
+    let mut names = Vec::new();
+    let mut backends = Vec::new();
+    let no_port = |e: String| ChaosError::io(e, std::io::Error::other("no free port"));
+    for i in 1..=apps {
+        let name = format!("app{i}");
+        let app = local(vars.port(&name).map_err(no_port)?);
+        let link = local(vars.port(&format!("link{i}")).map_err(no_port)?);
+        processes.push(ProcessSpec {
+            name: name.clone(),
+            program: vars.hastack_exe.clone(),
+            args: vec![
+                "app".into(),
+                "--listen".into(),
+                app.to_string(),
+                "--name".into(),
+                name.clone(),
+            ],
+            env: vec![("HASTACK_LOG".into(), "warn".into())],
+            ready: Readiness::Tcp(app),
+            ready_timeout: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(2),
+        });
+        proxies.push(FaultProxySpec {
+            name: format!("link{i}"),
+            listen: link,
+            upstream: app,
+            connect_timeout: Duration::from_secs(1),
+            mirror_refusal: true,
+        });
+        names.push(name);
+        backends.push(link);
+    }
+    let plan = front.plan(&mut FrontContext {
+        backends: &backends,
+        names: &names,
+        vars,
+        health_path: "/health",
+    })?;
+    processes.extend(plan.processes);
+    let subject = |i: usize| front.subject(&names[i], backends[i]);
+    let at = |f: f64| d.mul_f64(f);
+    let mut schedule = vec![
+        ScheduledFault {
+            id: 0,
+            at: at(0.15),
+            target: "app1".into(),
+            action: FaultAction::Process(ProcessFault::Kill),
+            duration: Some(at(0.10)),
+            weight: 1.0,
+            subject: subject(0),
+        },
+        ScheduledFault {
+            id: 1,
+            at: at(0.35),
+            target: "app2".into(),
+            action: FaultAction::Process(ProcessFault::Pause),
+            duration: Some(at(0.08)),
+            weight: 1.0,
+            subject: subject(1),
+        },
+        ScheduledFault {
+            id: 2,
+            at: at(0.55),
+            target: "link3".into(),
+            action: FaultAction::Proxy(ProxyFault::Latency {
+                delay: Dur::ms(400),
+                jitter: Dur::ms(50),
+                direction: crate::fault::Direction::Downstream,
+            }),
+            duration: Some(at(0.10)),
+            weight: 0.5,
+            subject: subject(2),
+        },
+    ];
+    for (i, f) in plan.faults.into_iter().enumerate() {
+        schedule.push(ScheduledFault {
+            id: 3 + i,
+            at: at(0.75),
+            target: f.target,
+            action: f.action,
+            duration: f.duration,
+            weight: 1.0,
+            subject: f.subject,
+        });
+    }
+    Ok(Scenario {
+        name: format!("demo ({})", front.name()),
+        description: format!(
+            "{} app servers (hastack app), each behind a fault proxy; {}",
+            apps, plan.description
+        ),
+        duration: d,
+        seed: opts.seed,
+        requires: plan.requires,
+        load: LoadPlan {
+            rate: opts.rate,
+            duration: d,
+            targets: plan.entries,
+            timeout: Duration::from_secs(2),
+            max_in_flight: 10_000,
+        },
+        protocol: Protocol::Http(HttpRequestSpec {
+            method: http::Method::GET,
+            path: "/".into(),
+            host: None,
+            connect_timeout: Duration::from_millis(500),
+        }),
+        slo: Slo {
+            availability: 0.999,
+            latency: Duration::from_millis(250),
+            incidents_per_year: 12.0,
+        },
+        restore: RestoreRule::default(),
+        processes,
+        proxies,
+        files: plan.files,
+        schedule,
+        events: plan.events,
+        control: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars::new("/run".into(), "/run/demo".into(), "/bin/hastack".into())
+    }
+
+    #[test]
+    fn every_front_tier_builds_a_scenario_that_says_what_runs() {
+        let opts = DemoOptions::default();
+        let direct = build(&DirectFront, &opts, &mut vars()).unwrap();
+        assert_eq!(
+            direct.load.targets.len(),
+            3,
+            "client-side failover over the backends"
+        );
+        assert_eq!(direct.schedule.len(), 3);
+        assert!(direct.description.contains("NONE"));
+        assert_eq!(direct.schedule[0].at, Duration::from_secs(9));
+        assert_eq!(direct.schedule[2].subject, "app3");
+
+        let ha = build(&HaproxyFront::default(), &opts, &mut vars()).unwrap();
+        assert_eq!(ha.load.targets.len(), 1);
+        assert!(ha.description.contains("NOT hastack proxy"));
+        let cfg = &ha.files[0].1;
+        assert!(
+            cfg.contains("server app1 127.0.0.1:") && cfg.contains("server app3"),
+            "{cfg}"
+        );
+        assert!(matches!(ha.events[0], EventSourceSpec::Haproxy { .. }));
+
+        let pair = build(
+            &HastackProxyPair {
+                hastack_exe: "/bin/hastack".into(),
+            },
+            &opts,
+            &mut vars(),
+        )
+        .unwrap();
+        assert_eq!(pair.requires, vec!["hastack proxy".to_string()]);
+        assert_eq!(
+            pair.load.targets.len(),
+            2,
+            "clients fail over between the two proxies"
+        );
+        assert_eq!(pair.schedule.len(), 4, "plus: kill one proxy");
+        assert_eq!(pair.schedule[3].target, "proxy1");
+        // Its detections name members by address: the demo's faults follow.
+        let link3 = pair.proxies[2].listen.to_string();
+        assert_eq!(pair.schedule[2].subject, link3);
+        assert!(pair.files[0].1.contains(&link3));
+    }
+}

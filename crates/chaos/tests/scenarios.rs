@@ -1,0 +1,53 @@
+//! The shipped scenarios stay valid and keep the identical fault timeline, so that
+//! `hastack chaos compare` compares like with like.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hastack_chaos::fault::FaultAction;
+use hastack_chaos::scenario::{self, LoadOptions, Scenario, Vars};
+use hastack_config::Source;
+
+fn load(name: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scenarios")
+        .join(name);
+    let src = Source::load(&path).unwrap();
+    let mut vars = Vars::new("/run".into(), path.clone(), PathBuf::from("/bin/hastack"));
+    scenario::load(&src, &mut vars, LoadOptions::default())
+        .unwrap_or_else(|d| panic!("{d}"))
+        .0
+}
+
+type Key = Vec<(Duration, String, FaultAction, Option<Duration>)>;
+
+fn key(s: &Scenario) -> Key {
+    s.schedule
+        .iter()
+        .map(|f| (f.at, f.target.clone(), f.action.clone(), f.duration))
+        .collect()
+}
+
+#[test]
+fn classic_and_hastack_scenarios_share_topology_load_and_timeline() {
+    let classic = load("classic-haproxy.toml");
+    let hastack = load("hastack-proxy.toml");
+    assert_eq!(key(&classic), key(&hastack));
+    assert_eq!(classic.schedule.len(), 6);
+    assert_eq!(classic.load.targets, hastack.load.targets);
+    assert_eq!(classic.load.rate, hastack.load.rate);
+    assert_eq!(classic.duration, hastack.duration);
+    assert_eq!(classic.slo, hastack.slo);
+    assert_eq!(classic.proxies, hastack.proxies);
+    assert_eq!(classic.requires, vec!["haproxy".to_string()]);
+    assert_eq!(hastack.requires, vec!["hastack proxy".to_string()]);
+    let apps = |s: &Scenario| {
+        s.processes
+            .iter()
+            .filter(|p| p.name.starts_with("app"))
+            .map(|p| p.args.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(apps(&classic), apps(&hastack));
+}
