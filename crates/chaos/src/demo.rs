@@ -225,10 +225,8 @@ impl FrontTier for DirectFront {
 }
 
 /// Two `hastack proxy` instances; clients fail over between them (until `hastack vip`
-/// gives them one address). The config follows the proxy's planned format (`[proxy.admin]`,
-/// `[[proxy.listeners]]`, `[proxy.pools.app]` with an HTTP health check every 500 ms) and
-/// the process is started as `hastack proxy --config FILE`: adjust both here when the proxy
-/// lands if its flags or keys differ.
+/// gives them one address). Each runs one worker, probes `/health` every 500 ms, and cuts a
+/// try after 1 s (so requests stuck on a frozen member are retried elsewhere).
 #[derive(Debug, Clone, Default)]
 pub struct HastackProxyPair {
     /// The hastack binary.
@@ -255,7 +253,7 @@ impl FrontTier for HastackProxyPair {
             let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
             let file = format!("proxy{i}.toml");
             let cfg = format!(
-                "[proxy.admin]\nlisten = \"{admin}\"\n\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"{listen}\"\nprotocol = \"http\"\npool = \"app\"\n\n[proxy.pools.app]\nmembers = [{}]\n\n[proxy.pools.app.health]\ntype = \"http\"\npath = \"{}\"\ninterval = \"500ms\"\n",
+                "[proxy]\nworkers = 1\n\n[proxy.admin]\nlisten = \"{admin}\"\n\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"{listen}\"\nprotocol = \"http\"\npool = \"app\"\n\n[proxy.pools.app]\nmembers = [{}]\ntry_timeout = \"1s\"\n\n[proxy.pools.app.health]\ntype = \"http\"\npath = \"{}\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\n",
                 members.join(", "),
                 ctx.health_path
             );
@@ -275,8 +273,8 @@ impl FrontTier for HastackProxyPair {
             plan.files.push((PathBuf::from(file), cfg));
             plan.entries.push(listen);
         }
-        // Detection times from each proxy's /status. The pointer and field names are a guess
-        // at the proxy's status shape: adjust when it lands (members are named by address).
+        // Detection times from each proxy's /status: `pools` is keyed by pool name and each
+        // member carries its `addr` and `state`.
         for i in 1..=2 {
             let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
             plan.events.push(EventSourceSpec::Json {

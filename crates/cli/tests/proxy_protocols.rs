@@ -200,7 +200,7 @@ timeout = "100ms"
             (200, "backup\n".to_string())
         );
     }
-    assert_eq!(p.status().await["pools"][0]["mode"], "backup");
+    assert_eq!(p.status().await["pools"]["app"]["mode"], "backup");
     primary.restart().await;
     eventually(
         Duration::from_secs(5),
@@ -241,7 +241,7 @@ max_ejected_percent = 100
         p.member_state("app", b.addr.to_string().as_str()).await,
         "ejected"
     );
-    assert_eq!(p.status().await["pools"][0]["mode"], "panic");
+    assert_eq!(p.status().await["pools"]["app"]["mode"], "panic");
     http_request(b.addr, "POST", "/_control/ok").await.unwrap();
     // Ejected, but panic routing still reaches it: not a 503.
     assert_eq!(http_get(listen, "/").await.unwrap().0, 200);

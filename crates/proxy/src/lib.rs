@@ -462,8 +462,11 @@ impl Proxy {
         let now = Instant::now();
         let rt = self.inner.shared.runtime.load_full();
         let bound = self.inner.bound.lock();
-        let mut pools: Vec<_> = rt.pools.values().map(|p| p.view(now)).collect();
-        pools.sort_by(|a, b| a.name().cmp(b.name()));
+        let pools = rt
+            .pools
+            .values()
+            .map(|p| (p.name().to_string(), p.view(now)))
+            .collect();
         StatusView {
             generation: rt.generation,
             uptime_secs: self.inner.started.elapsed().as_secs(),
@@ -556,7 +559,9 @@ pub struct StatusView {
     uptime_secs: u64,
     workers: usize,
     listeners: Vec<ListenerView>,
-    pools: Vec<pool::PoolView>,
+    /// Pools by name (sorted), so `jq .pools.app` and JSON pointers like
+    /// `/pools/app/members` work.
+    pools: std::collections::BTreeMap<String, pool::PoolView>,
 }
 
 #[derive(Debug, Serialize)]

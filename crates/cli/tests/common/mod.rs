@@ -207,10 +207,7 @@ impl ProxyProc {
     pub async fn member(&self, pool: &str, member: &str) -> serde_json::Value {
         let s = self.status().await;
         s["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == pool)
+            .get(pool)
             .unwrap_or_else(|| panic!("no pool {pool} in {s}"))["members"]
             .as_array()
             .unwrap()
