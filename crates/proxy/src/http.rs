@@ -23,6 +23,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -57,6 +58,23 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Whether it arrived over TLS.
     pub tls: bool,
+    /// The client's IP as a header value, made once per connection for X-Forwarded-For.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Describe a new client connection.
+    pub fn new(listener: Arc<str>, peer: SocketAddr, tls: bool) -> ConnInfo {
+        // An IP address's text is always a valid header value.
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ConnInfo {
+            listener,
+            peer,
+            tls,
+            peer_ip,
+        }
+    }
 }
 
 /// Serve one request.
@@ -76,6 +94,7 @@ pub async fn handle(
             Some(1),
         ));
     };
+    drop(rt);
     let ListenerKind::Http(hspec) = &listener.spec.kind else {
         return Ok(error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,22 +103,33 @@ pub async fn handle(
             None,
         ));
     };
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let host = request_host(&req);
-    let (resp, member, tries) = match listener.route(&host, &path) {
+    // Only an access log needs owned copies of the request line.
+    let log = shared.access_log.load(Ordering::Relaxed).then(|| {
+        (
+            req.method().clone(),
+            request_host(&req).into_owned(),
+            req.uri().path().to_string(),
+        )
+    });
+    let pool = listener
+        .route(&request_host(&req), req.uri().path())
+        .map(|(p, _)| p.clone());
+    let (resp, member, tries) = match pool {
         None => (
             error_response(
                 StatusCode::NOT_FOUND,
                 "no_route",
-                format!("no route for host {host:?} and path {path:?}"),
+                format!(
+                    "no route for host {:?} and path {:?}",
+                    request_host(&req),
+                    req.uri().path()
+                ),
                 None,
             ),
             None,
             0,
         ),
-        Some((pool, _route)) => {
-            let pool = pool.clone();
+        Some(pool) => {
             let ctx = Ctx {
                 pool: &pool,
                 conn: &conn,
@@ -111,7 +141,7 @@ pub async fn handle(
         }
     };
     listener.metrics.response(resp.status().as_u16());
-    if shared.access_log.load(Ordering::Relaxed) {
+    if let Some((method, host, path)) = log {
         info!(
             target: "hastack::access",
             listener = %conn.listener,
@@ -120,7 +150,7 @@ pub async fn handle(
             host = %host,
             path = %path,
             status = resp.status().as_u16(),
-            member = member.as_deref().unwrap_or("-"),
+            member = member.as_ref().map_or("-", |m| m.name()),
             tries,
             ms = start.elapsed().as_secs_f64() * 1000.0,
         );
@@ -153,10 +183,10 @@ enum TryError {
 async fn forward(
     ctx: &Ctx<'_>,
     req: Request<Incoming>,
-) -> (Response<RespBody>, Option<String>, u32) {
+) -> (Response<RespBody>, Option<Arc<Member>>, u32) {
     let pool = ctx.pool;
     let spec = &pool.spec;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
 
     if let Some(len) = content_length(&parts.headers) {
         if len > ctx.max_body {
@@ -238,7 +268,7 @@ async fn forward(
         .and_then(|s| cookie_value(&parts.headers, &s.cookie).map(str::to_string));
     let mut sticky = sticky_cookie.as_deref().and_then(|t| pool.sticky_member(t));
 
-    let headers = upstream_headers(&parts, ctx.conn, ctx.forwarded, upgrade);
+    let headers = upstream_headers(&mut parts, ctx.conn, ctx.forwarded, upgrade);
     let uri = origin_form(&parts.uri);
     let method = parts.method;
     let mut on_upgrade = None;
@@ -258,10 +288,11 @@ async fn forward(
     let mut redo_member: Option<usize> = None;
     let mut last: Option<Response<RespBody>> = None;
     let mut rng = fastrand::Rng::new();
-    pool.deposit(Instant::now());
+    pool.deposit(ctx.start);
+    // Clock reads are not free at this rate: each try reuses the last one taken.
+    let mut now = ctx.start;
 
     loop {
-        let now = Instant::now();
         if now >= deadline {
             let resp = last.take().unwrap_or_else(|| {
                 error_response(
@@ -328,16 +359,17 @@ async fn forward(
         *up.headers_mut() = headers.clone();
 
         let remaining = deadline.saturating_duration_since(now);
-        let result = try_once(
+        let (result, done) = try_once(
             &member,
             up,
+            now,
             spec.connect_timeout.min(remaining),
             spec.try_timeout.min(remaining),
             upgrade,
         )
         .await;
         attempt += 1;
-        let now = Instant::now();
+        now = done;
         let can_retry_unsent = attempt < attempts;
         let can_retry_sent = resendable && attempt < attempts && !upgrade;
         match result {
@@ -368,7 +400,7 @@ async fn forward(
                         ),
                         None,
                     ));
-                    backoff(spec, attempt, deadline, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
                     continue;
                 }
                 let mut resp = finish_response(resp, lease, &method);
@@ -383,7 +415,7 @@ async fn forward(
                         set_sticky_cookie(&mut resp, s, member.token());
                     }
                 }
-                return (resp, Some(member.name().to_string()), attempt);
+                return (resp, Some(member), attempt);
             }
             Err(TryError::Connect(e, req)) => {
                 // Never sent: the body (even a stream) is intact for another try.
@@ -405,7 +437,7 @@ async fn forward(
                 if can_retry_unsent && pool.withdraw(now) {
                     pool.metrics.retry_connect.inc();
                     last = Some(resp);
-                    backoff(spec, attempt, deadline, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
                     continue;
                 }
                 return (resp, None, attempt);
@@ -459,7 +491,7 @@ async fn forward(
                 if can_retry_sent && pool.withdraw(now) {
                     pool.metrics.retry_reset.inc();
                     last = Some(resp);
-                    backoff(spec, attempt, deadline, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
                     continue;
                 }
                 return (resp, None, attempt);
@@ -473,10 +505,10 @@ async fn forward(
                     format!("member {} sent no response headers in time", member.name()),
                     None,
                 );
-                if can_retry_sent && Instant::now() < deadline && pool.withdraw(now) {
+                if can_retry_sent && now < deadline && pool.withdraw(now) {
                     pool.metrics.retry_timeout.inc();
                     last = Some(resp);
-                    backoff(spec, attempt, deadline, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
                     continue;
                 }
                 return (resp, None, attempt);
@@ -486,30 +518,33 @@ async fn forward(
 }
 
 /// Back-off before the next try: the first retry goes at once (it targets a different
-/// member), later ones wait a jittered, bounded delay, never past the deadline.
+/// member), later ones wait a jittered, bounded delay, never past the deadline. Returns the
+/// time after the wait.
 async fn backoff(
     spec: &crate::config::PoolSpec,
     attempt: u32,
     deadline: Instant,
+    now: Instant,
     rng: &mut fastrand::Rng,
-) {
+) -> Instant {
     if attempt < 2 {
-        return;
+        return now;
     }
     let d = spec.retry.backoff.delay(attempt - 2, rng);
-    let until = (Instant::now() + d).min(deadline);
-    tokio::time::sleep_until(until).await;
+    tokio::time::sleep_until((now + d).min(deadline)).await;
+    Instant::now()
 }
 
 /// One try: get a connection (pooled, else fresh), send, wait for the response headers.
+/// Returns the result and the time it ended.
 async fn try_once(
     member: &Arc<Member>,
     req: Request<ReqBody>,
+    now: Instant,
     connect_timeout: Duration,
     try_timeout: Duration,
     fresh_only: bool,
-) -> Result<(Response<Incoming>, Lease), TryError> {
-    let now = Instant::now();
+) -> (Result<(Response<Incoming>, Lease), TryError>, Instant) {
     let epoch = member.epoch();
     let mut lease = Lease::begin(member.clone(), epoch);
     member.metrics.requests.inc();
@@ -517,28 +552,34 @@ async fn try_once(
     let mut reused = false;
     if !fresh_only {
         while let Some(mut t) = member.conns.checkout(epoch, now) {
-            // Wait for the connection to signal readiness (it may have been checked in
-            // the instant its last response ended); a closed one errors at once.
-            match tokio::time::timeout(connect_timeout, t.ready()).await {
-                Ok(Ok(())) => {
-                    tx = Some(t);
-                    reused = true;
-                    break;
-                }
-                _ => continue,
+            // Usually ready at once; otherwise wait for the connection to signal readiness
+            // (it may have been checked in the instant its last response ended). A closed
+            // one errors at once. Polling first avoids arming a timer per request.
+            let first = std::future::poll_fn(|cx| Poll::Ready(t.poll_ready(cx))).await;
+            let ready = match first {
+                Poll::Ready(r) => r.is_ok(),
+                Poll::Pending => matches!(
+                    tokio::time::timeout(connect_timeout, t.ready()).await,
+                    Ok(Ok(()))
+                ),
+            };
+            if ready {
+                tx = Some(t);
+                reused = true;
+                break;
             }
         }
     }
-    let mut tx = match tx {
-        Some(t) => t,
+    let (mut tx, sent_at) = match tx {
+        Some(t) => (t, now),
         None => match upstream::connect_http(member.addr(), connect_timeout).await {
-            Ok(t) => t,
-            Err(e) => return Err(TryError::Connect(e, req)),
+            Ok(t) => (t, Instant::now()),
+            Err(e) => return (Err(TryError::Connect(e, req)), Instant::now()),
         },
     };
-    let sent_at = Instant::now();
     let result = tokio::time::timeout(try_timeout, tx.try_send_request(req)).await;
-    match result {
+    let done = Instant::now();
+    let r = match result {
         Err(_) => Err(TryError::Timeout),
         Ok(Err(mut e)) => match e.take_message() {
             Some(req) => Err(TryError::NotSent(req, reused)),
@@ -548,14 +589,14 @@ async fn try_once(
             }),
         },
         Ok(Ok(resp)) => {
-            let done = Instant::now();
             let rtt = done.saturating_duration_since(sent_at);
             member.load.observe(rtt, done);
             member.metrics.latency.observe(rtt.as_secs_f64());
             lease.attach(tx);
             Ok((resp, lease))
         }
-    }
+    };
+    (r, done)
 }
 
 /// Turn an upstream response into the client's: strip hop-by-hop headers and attach the
@@ -666,8 +707,8 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
     })
 }
 
-/// The request's host, lower case, without port.
-pub fn request_host<B>(req: &Request<B>) -> String {
+/// The request's host, lower case, without port (borrowed when already lower case).
+pub fn request_host<B>(req: &Request<B>) -> std::borrow::Cow<'_, str> {
     let raw = req
         .uri()
         .authority()
@@ -686,7 +727,11 @@ pub fn request_host<B>(req: &Request<B>) -> String {
     } else {
         raw.split(':').next().unwrap_or(raw)
     };
-    host.to_ascii_lowercase()
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -701,6 +746,12 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the (few) names present instead of a hashed lookup per hop-by-hop
+    // name: most messages carry none of them, and this runs twice per request.
+    let present = h.keys().any(|k| HOP_BY_HOP.contains(k));
+    if !present {
+        return;
+    }
     // Headers named by Connection are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -723,12 +774,12 @@ static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The headers sent upstream: the client's minus hop-by-hop, plus Host (from the authority
 /// for HTTP/2 clients) and X-Forwarded-*; upgrade requests keep Connection/Upgrade.
 fn upstream_headers(
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     conn: &ConnInfo,
     forwarded: bool,
     upgrade: bool,
 ) -> HeaderMap {
-    let mut h = parts.headers.clone();
+    let mut h = std::mem::take(&mut parts.headers);
     let upgrade_to = if upgrade {
         h.get(header::UPGRADE).cloned()
     } else {
@@ -747,13 +798,16 @@ fn upstream_headers(
         }
     }
     if forwarded {
-        let ip = conn.peer.ip().to_string();
-        let xff = match h.get(&XFF).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(XFF.clone(), v);
+        match h.get(&XFF).and_then(|v| v.to_str().ok()) {
+            Some(prev) => {
+                let xff = format!("{prev}, {}", conn.peer.ip());
+                if let Ok(v) = HeaderValue::from_str(&xff) {
+                    h.insert(XFF.clone(), v);
+                }
+            }
+            None => {
+                h.insert(XFF.clone(), conn.peer_ip.clone());
+            }
         }
         h.insert(
             XFP.clone(),

@@ -64,7 +64,7 @@ pub enum ProxyError {
     #[error("invalid configuration:\n{0}")]
     Config(Diagnostics),
     /// A socket could not be bound or a thread started.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// Reload was asked for but the proxy was started without a config file.
     #[error("no config file to reload from (the proxy was started from an in-memory config)")]

@@ -245,11 +245,11 @@ async fn accept_loop(
         l.metrics.connections.inc();
         l.metrics.active.inc();
         active.fetch_add(1, Ordering::Relaxed);
-        let info = Arc::new(ConnInfo {
-            listener: name.clone(),
+        let info = Arc::new(ConnInfo::new(
+            name.clone(),
             peer,
-            tls: matches!(&l.spec.kind, ListenerKind::Http(h) if h.tls.is_some()),
-        });
+            matches!(&l.spec.kind, ListenerKind::Http(h) if h.tls.is_some()),
+        ));
         let shared = shared.clone();
         let stop_conn = stop.clone();
         let drain = drain.clone();
