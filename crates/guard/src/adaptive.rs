@@ -114,8 +114,9 @@ impl AdaptiveMachine {
     /// Start at `initial_limit`.
     pub fn new(policy: AdaptivePolicy) -> Self {
         AdaptiveMachine {
-            limit: policy.initial_limit.clamp(policy.min_limit.max(1), policy.max_limit.max(1))
-                as f64,
+            limit: policy
+                .initial_limit
+                .clamp(policy.min_limit.max(1), policy.max_limit.max(1)) as f64,
             policy,
             long_rtt: 0.0,
             long_n: 0,

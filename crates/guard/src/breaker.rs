@@ -172,7 +172,7 @@ enum Stats {
     },
     Time {
         bucket_len: Duration,
-        buckets: [Bucket; TIME_BUCKETS],
+        buckets: Box<[Bucket; TIME_BUCKETS]>,
     },
 }
 
@@ -188,7 +188,7 @@ impl Stats {
             },
             Window::Time(d) => Stats::Time {
                 bucket_len: (d / TIME_BUCKETS as u32).max(Duration::from_nanos(1)),
-                buckets: [Bucket::default(); TIME_BUCKETS],
+                buckets: Box::new([Bucket::default(); TIME_BUCKETS]),
             },
         }
     }
@@ -205,7 +205,7 @@ impl Stats {
                 ring.fill(0);
                 (*next, *len, *failed, *slow) = (0, 0, 0, 0);
             }
-            Stats::Time { buckets, .. } => *buckets = [Bucket::default(); TIME_BUCKETS],
+            Stats::Time { buckets, .. } => **buckets = [Bucket::default(); TIME_BUCKETS],
         }
     }
 
@@ -364,7 +364,10 @@ impl BreakerMachine {
             // Trial slots taken: come back after roughly one slow call.
             _ => {
                 self.counts.rejected += 1;
-                (Err(self.policy.slow_call_duration.min(self.policy.open_for)), t)
+                (
+                    Err(self.policy.slow_call_duration.min(self.policy.open_for)),
+                    t,
+                )
             }
         }
     }
@@ -618,6 +621,327 @@ impl Breaker {
 
 fn log(t: Option<Transition>) {
     if let Some(t) = t {
-        tracing::info!(from = t.from.as_str(), to = t.to.as_str(), "circuit breaker transition");
+        tracing::info!(
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            "circuit breaker transition"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn policy() -> BreakerPolicy {
+        BreakerPolicy {
+            window: Window::Count(10),
+            min_calls: 5,
+            failure_ratio: 0.5,
+            slow_call_ratio: 0.8,
+            slow_call_duration: ms(100),
+            open_for: ms(1000),
+            open_max: ms(8000),
+            half_open_calls: 2,
+        }
+    }
+
+    fn call(
+        m: &mut BreakerMachine,
+        now: Instant,
+        failed: bool,
+        latency: u64,
+    ) -> Option<Transition> {
+        let (r, _) = m.try_acquire(now);
+        let kind = r.expect("admitted");
+        m.on_result(
+            now,
+            kind,
+            CallResult {
+                failed,
+                latency: ms(latency),
+            },
+        )
+    }
+
+    #[test]
+    fn trips_on_failure_ratio_only_after_min_calls() {
+        let t0 = Instant::now();
+        let mut m = BreakerMachine::new(policy(), t0, 1);
+        for _ in 0..4 {
+            assert!(call(&mut m, t0, true, 1).is_none());
+        }
+        let t = call(&mut m, t0, true, 1).expect("5th failure trips");
+        assert_eq!((t.from, t.to), (BreakerState::Closed, BreakerState::Open));
+        let (r, _) = m.try_acquire(t0 + ms(10));
+        let retry = r.unwrap_err();
+        assert!(retry >= ms(490) && retry <= ms(990), "{retry:?}");
+    }
+
+    #[test]
+    fn successes_keep_it_closed() {
+        let t0 = Instant::now();
+        let mut m = BreakerMachine::new(policy(), t0, 1);
+        for i in 0..100 {
+            // 30% failures, spread out: below the ratio in every window.
+            assert!(call(&mut m, t0, matches!(i % 10, 3 | 6 | 9), 1).is_none());
+        }
+        assert_eq!(m.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn trips_on_slow_calls() {
+        let t0 = Instant::now();
+        let mut m = BreakerMachine::new(policy(), t0, 1);
+        for _ in 0..4 {
+            call(&mut m, t0, false, 150);
+        }
+        assert_eq!(
+            call(&mut m, t0, false, 150).map(|t| t.to),
+            Some(BreakerState::Open)
+        );
+    }
+
+    #[test]
+    fn half_open_trials_close_or_reopen_longer() {
+        let t0 = Instant::now();
+        let mut m = BreakerMachine::new(policy(), t0, 3);
+        for _ in 0..5 {
+            call(&mut m, t0, true, 1);
+        }
+        let first_open = m.poll_timeout().unwrap() - t0;
+        // Half-open: two trials admitted, a third refused.
+        let t1 = t0 + ms(1000);
+        let (a, tr) = m.try_acquire(t1);
+        assert_eq!(tr.map(|t| t.to), Some(BreakerState::HalfOpen));
+        assert_eq!(a, Ok(CallKind::Trial));
+        let (b, _) = m.try_acquire(t1);
+        assert_eq!(b, Ok(CallKind::Trial));
+        assert!(m.try_acquire(t1).0.is_err());
+        // One trial fails: reopen, for longer (2nd trip: ceiling 2 s).
+        let t = m.on_result(
+            t1,
+            CallKind::Trial,
+            CallResult {
+                failed: true,
+                latency: ms(1),
+            },
+        );
+        assert_eq!(t.map(|t| t.to), Some(BreakerState::Open));
+        let second_open = m.poll_timeout().unwrap() - t1;
+        assert!(
+            second_open >= ms(1000) && second_open <= ms(2000),
+            "{first_open:?} {second_open:?}"
+        );
+        // The other trial's late result changes nothing.
+        assert!(
+            m.on_result(
+                t1,
+                CallKind::Trial,
+                CallResult {
+                    failed: false,
+                    latency: ms(1)
+                }
+            )
+            .is_none()
+        );
+        // Next half-open: both trials succeed -> closed, and the growth resets.
+        let t2 = t1 + ms(2000);
+        let k1 = m.try_acquire(t2).0.unwrap();
+        let k2 = m.try_acquire(t2).0.unwrap();
+        assert!(
+            m.on_result(
+                t2,
+                k1,
+                CallResult {
+                    failed: false,
+                    latency: ms(1)
+                }
+            )
+            .is_none()
+        );
+        let t = m.on_result(
+            t2,
+            k2,
+            CallResult {
+                failed: false,
+                latency: ms(1),
+            },
+        );
+        assert_eq!(t.map(|t| t.to), Some(BreakerState::Closed));
+        assert_eq!(m.window_totals(t2), (0, 0, 0));
+        let c = m.counts();
+        assert_eq!((c.opened, c.half_opened, c.closed), (2, 2, 1));
+        assert_eq!(c.rejected, 1);
+    }
+
+    #[test]
+    fn cancelled_trial_frees_its_slot() {
+        let t0 = Instant::now();
+        let mut m = BreakerMachine::new(
+            BreakerPolicy {
+                half_open_calls: 1,
+                ..policy()
+            },
+            t0,
+            1,
+        );
+        m.force_open(t0);
+        let t1 = t0 + ms(1000);
+        let k = m.try_acquire(t1).0.unwrap();
+        assert!(m.try_acquire(t1).0.is_err());
+        m.on_cancel(k);
+        assert!(m.try_acquire(t1).0.is_ok());
+    }
+
+    #[test]
+    fn time_window_forgets_old_failures() {
+        let t0 = Instant::now();
+        let mut m = BreakerMachine::new(
+            BreakerPolicy {
+                window: Window::Time(Duration::from_secs(10)),
+                ..policy()
+            },
+            t0,
+            1,
+        );
+        for _ in 0..4 {
+            call(&mut m, t0, true, 1);
+        }
+        assert_eq!(m.window_totals(t0), (4, 4, 0));
+        // 11 s later the four failures are gone: four more do not reach min_calls.
+        let t1 = t0 + Duration::from_secs(11);
+        assert_eq!(m.window_totals(t1), (0, 0, 0));
+        for _ in 0..4 {
+            assert!(call(&mut m, t1, true, 1).is_none());
+        }
+        assert_eq!(
+            call(&mut m, t1, true, 1).map(|t| t.to),
+            Some(BreakerState::Open)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_breaker_mirrors_state_and_releases_dropped_trials() {
+        let b = Breaker::new(
+            BreakerPolicy {
+                half_open_calls: 1,
+                ..policy()
+            },
+            9,
+        );
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            let p = b.acquire(t0).unwrap();
+            p.record(t0, true);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.acquire(t0).is_err());
+        let t1 = t0 + ms(1000);
+        let trial = b.acquire(t1).unwrap();
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(b.acquire(t1).is_err());
+        drop(trial);
+        let trial = b.acquire(t1).unwrap();
+        assert!(trial.record(t1, false).is_some());
+        assert_eq!(b.state(), BreakerState::Closed);
+        let s = b.snapshot(t1);
+        assert_eq!(
+            (s.counts.calls, s.counts.failed, s.counts.rejected),
+            (6, 5, 2)
+        );
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Call { failed: bool, latency_ms: u64 },
+        StartTrial,
+        FinishTrial { failed: bool },
+        CancelTrial,
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (any::<bool>(), 0u64..300).prop_map(|(failed, latency_ms)| Op::Call { failed, latency_ms }),
+            1 => Just(Op::StartTrial),
+            1 => any::<bool>().prop_map(|failed| Op::FinishTrial { failed }),
+            1 => Just(Op::CancelTrial),
+            2 => (0u64..3000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// Only legal transitions happen; open never admits before its end; open periods
+        /// stay within [open_for / 2, open_max]; half-open never has more than
+        /// half_open_calls trials out.
+        #[test]
+        fn state_sequence_is_legal(ops in proptest::collection::vec(op(), 1..300), seed: u64) {
+            let p = policy();
+            let mut now = Instant::now();
+            let mut m = BreakerMachine::new(p, now, seed);
+            let mut trials: Vec<CallKind> = Vec::new();
+            let check = |t: Option<Transition>, m: &BreakerMachine, now: Instant| -> Result<(), TestCaseError> {
+                if let Some(t) = t {
+                    let legal = matches!(
+                        (t.from, t.to),
+                        (BreakerState::Closed, BreakerState::Open)
+                            | (BreakerState::Open, BreakerState::HalfOpen)
+                            | (BreakerState::HalfOpen, BreakerState::Open)
+                            | (BreakerState::HalfOpen, BreakerState::Closed)
+                    );
+                    prop_assert!(legal, "illegal {t:?}");
+                    if t.to == BreakerState::Open {
+                        let d = m.poll_timeout().unwrap() - now;
+                        prop_assert!(d >= p.open_for / 2 && d <= p.open_max, "open for {d:?}");
+                    }
+                }
+                Ok(())
+            };
+            for op in ops {
+                match op {
+                    Op::Call { failed, latency_ms } => {
+                        let before = m.state();
+                        let open_until = m.poll_timeout();
+                        let (r, t) = m.try_acquire(now);
+                        check(t, &m, now)?;
+                        if before == BreakerState::Open && open_until.is_some_and(|u| now < u) {
+                            prop_assert!(r.is_err(), "open breaker admitted a call");
+                        }
+                        if let Ok(k) = r {
+                            let t = m.on_result(now, k, CallResult { failed, latency: ms(latency_ms) });
+                            check(t, &m, now)?;
+                        }
+                    }
+                    Op::StartTrial => {
+                        let (r, t) = m.try_acquire(now);
+                        check(t, &m, now)?;
+                        if let Ok(k) = r {
+                            trials.push(k);
+                        }
+                    }
+                    Op::FinishTrial { failed } => {
+                        if let Some(k) = trials.pop() {
+                            let t = m.on_result(now, k, CallResult { failed, latency: ms(1) });
+                            check(t, &m, now)?;
+                        }
+                    }
+                    Op::CancelTrial => {
+                        if let Some(k) = trials.pop() {
+                            m.on_cancel(k);
+                        }
+                    }
+                    Op::Advance(d) => now += ms(d),
+                }
+                if m.state() == BreakerState::HalfOpen {
+                    prop_assert!(m.trials_issued <= p.half_open_calls);
+                }
+            }
+        }
     }
 }

@@ -24,9 +24,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::RejectReason;
 use crate::adaptive::{AdaptiveMachine, AdaptivePolicy, WindowSample};
 use crate::shed::{ClassId, ShedPolicy, Shedder};
-use crate::RejectReason;
 
 /// A validated concurrency policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -340,10 +340,12 @@ impl ConcurrencyLimiter {
         // Pay debt (from a lowered limit) before returning the permit.
         let mut debt = self.debt.load(Ordering::Acquire);
         while debt > 0 {
-            match self
-                .debt
-                .compare_exchange_weak(debt, debt - 1, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.debt.compare_exchange_weak(
+                debt,
+                debt - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return,
                 Err(d) => debt = d,
             }
@@ -391,7 +393,12 @@ impl ConcurrencyLimiter {
         let after = m.on_window(sample);
         if after != before {
             self.set_limit(before, after);
-            tracing::debug!(before, after, rtt_us = sample.rtt.as_micros() as u64, "adaptive concurrency limit");
+            tracing::debug!(
+                before,
+                after,
+                rtt_us = sample.rtt.as_micros() as u64,
+                "adaptive concurrency limit"
+            );
         }
     }
 
@@ -429,4 +436,141 @@ impl ConcurrencyLimiter {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulkhead_queues_fifo_then_times_out_then_refuses() {
+        let l = ConcurrencyLimiter::new(ConcurrencyPolicy::fixed(2, 1, ms(100)));
+        let now = Instant::now();
+        let a = l.acquire(ClassId(0), now).await.unwrap();
+        let _b = l.acquire(ClassId(0), now).await.unwrap();
+        assert_eq!(l.inflight(), 2);
+        // Third waits; a fourth finds the queue full and is refused at once.
+        let l2 = Arc::clone(&l);
+        let waiter = tokio::spawn(async move {
+            l2.acquire(ClassId(0), Instant::now())
+                .await
+                .map(|p| p.queued_for())
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(l.snapshot().queued, 1);
+        assert_eq!(
+            l.acquire(ClassId(0), now).await.unwrap_err(),
+            RejectReason::Overloaded
+        );
+        tokio::time::advance(ms(30)).await;
+        a.complete(Instant::now(), Outcome::Success);
+        let q = waiter.await.unwrap().unwrap();
+        assert_eq!(q, ms(30));
+        // Now full again (b + the waiter's permit, already dropped -> one free).
+        let c = l.acquire(ClassId(0), Instant::now()).await.unwrap();
+        let t = Instant::now();
+        let r = l.acquire(ClassId(0), t).await;
+        assert_eq!(r.unwrap_err(), RejectReason::Overloaded);
+        assert_eq!(Instant::now() - t, ms(100), "waited the queue timeout");
+        let s = l.snapshot();
+        assert_eq!((s.rejected_full, s.rejected_timeout), (1, 1));
+        drop(c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adaptive_limit_shrinks_when_latency_grows() {
+        let l = ConcurrencyLimiter::new(ConcurrencyPolicy {
+            adaptive: Some(AdaptivePolicy {
+                initial_limit: 40,
+                window: ms(100),
+                ..AdaptivePolicy::default()
+            }),
+            ..ConcurrencyPolicy::fixed(100, 0, ms(1))
+        });
+        assert_eq!(l.limit(), 40);
+        let t0 = Instant::now();
+        // Windows of 10 ms requests at full concurrency, then 50 ms ones.
+        let mut now = t0;
+        for round in 0..40u64 {
+            let rtt = if round < 20 { 10 } else { 50 };
+            let permits: Vec<_> = (0..l.limit())
+                .filter_map(|_| l.try_acquire(ClassId(0), now).ok())
+                .collect();
+            now += ms(rtt.max(100));
+            for p in permits {
+                let start = p.started();
+                p.complete(start + ms(rtt), Outcome::Success);
+            }
+            // Force a window close with one more sample at `now`.
+            if let Ok(p) = l.try_acquire(ClassId(0), now) {
+                p.complete(now + ms(rtt), Outcome::Success);
+            }
+            if round == 19 {
+                assert!(l.limit() > 40, "grew: {}", l.limit());
+            }
+        }
+        assert!(l.limit() < 40, "shrank: {}", l.limit());
+        assert_eq!(l.inflight(), 0);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Acquire,
+        Release(usize),
+        SetLimit(usize),
+    }
+
+    proptest! {
+        /// The bulkhead never has more requests in flight than its ceiling, never more than
+        /// the current limit once the debt of a lowered limit is paid, and accounts for
+        /// every permit exactly.
+        #[test]
+        fn never_exceeds_the_limit(
+            ops in proptest::collection::vec(prop_oneof![
+                4 => Just(Op::Acquire),
+                3 => (0usize..64).prop_map(Op::Release),
+                1 => (1usize..32).prop_map(Op::SetLimit),
+            ], 1..400),
+        ) {
+            let max = 32;
+            let l = ConcurrencyLimiter::new(ConcurrencyPolicy {
+                adaptive: Some(AdaptivePolicy { initial_limit: 8, min_limit: 1, ..AdaptivePolicy::default() }),
+                ..ConcurrencyPolicy::fixed(max, 0, ms(1))
+            });
+            let now = Instant::now();
+            let mut held = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Acquire => {
+                        if let Ok(p) = l.try_acquire(ClassId(0), now) {
+                            held.push(p);
+                        }
+                    }
+                    Op::Release(i) => {
+                        if !held.is_empty() {
+                            drop(held.swap_remove(i % held.len()));
+                        }
+                    }
+                    Op::SetLimit(to) => {
+                        let from = l.limit();
+                        l.set_limit(from, to);
+                    }
+                }
+                let limit = l.limit();
+                let debt = l.debt.load(Ordering::Relaxed);
+                prop_assert_eq!(l.inflight(), held.len());
+                prop_assert!(held.len() <= max);
+                if debt == 0 {
+                    prop_assert!(held.len() <= limit, "{} held, limit {}", held.len(), limit);
+                }
+                // Permits: held + idle - debt == limit.
+                prop_assert_eq!(held.len() + l.sem.available_permits(), limit + debt);
+            }
+        }
+    }
 }

@@ -152,22 +152,25 @@ impl SwitchBoard {
 
     /// The switch of `route`, created enabled the first time.
     pub fn switch(&self, route: &str) -> Arc<RouteSwitch> {
-        Arc::clone(
-            self.switches
-                .lock()
-                .entry(route.to_string())
-                .or_default(),
-        )
+        Arc::clone(self.switches.lock().entry(route.to_string()).or_default())
     }
 
     /// Disable `route` (admin command). Returns false if no such route was ever built.
     pub fn disable(&self, route: &str) -> bool {
-        self.switches.lock().get(route).map(|s| s.disable()).is_some()
+        self.switches
+            .lock()
+            .get(route)
+            .map(|s| s.disable())
+            .is_some()
     }
 
     /// Enable `route`. Returns false if no such route was ever built.
     pub fn enable(&self, route: &str) -> bool {
-        self.switches.lock().get(route).map(|s| s.enable()).is_some()
+        self.switches
+            .lock()
+            .get(route)
+            .map(|s| s.enable())
+            .is_some()
     }
 
     /// Forget switches of routes no longer configured (keep disabled ones if you want an

@@ -41,6 +41,6 @@ pub use error::{GuardError, RejectReason};
 pub use fallback::{Fallback, FallbackAction, RouteSwitch, StaticResponse, SwitchBoard};
 pub use metrics::GuardMetrics;
 pub use rate::{RateDecision, RateInfo, RateLimitPolicy, RateLimiter};
-pub use retry::{Deadline, RetryPolicy, Retrier, SharedBudget};
+pub use retry::{Deadline, Retrier, RetryPolicy, SharedBudget};
 pub use shed::{ClassId, ShedPolicy, Shedder};
 pub use stack::{Rejection, RouteGuard, RoutePermit};

@@ -149,21 +149,81 @@ impl GuardMetrics {
             counter,
             samples: Vec::new(),
         };
-        let mut rate_limited = fam("hastack_guard_rate_limited", "Requests refused by a rate limit.", true);
-        let mut rate_delayed = fam("hastack_guard_rate_delayed", "Requests paced (queued) by a rate limit.", true);
-        let mut evictions = fam("hastack_guard_rate_key_evictions", "Rate-limit keys evicted to make room for new ones.", true);
-        let mut br_state = fam("hastack_guard_breaker_state", "Circuit breaker state (1 for the current one).", false);
-        let mut br_trans = fam("hastack_guard_breaker_transitions", "Circuit breaker transitions, by new state.", true);
-        let mut br_calls = fam("hastack_guard_breaker_calls", "Calls seen by a circuit breaker, by result.", true);
-        let mut c_limit = fam("hastack_guard_concurrency_limit", "Current concurrency limit.", false);
-        let mut c_inflight = fam("hastack_guard_concurrency_inflight", "Requests holding a concurrency slot.", false);
-        let mut c_queued = fam("hastack_guard_concurrency_queued", "Requests waiting for a concurrency slot.", false);
-        let mut c_rejected = fam("hastack_guard_concurrency_rejected", "Requests refused by a concurrency limit, by reason.", true);
-        let mut shed_level = fam("hastack_guard_shed_level", "Priority shedding level (classes shed from the bottom).", false);
-        let mut shed = fam("hastack_guard_shed", "Requests shed by priority, by class.", true);
-        let mut fb = fam("hastack_guard_fallback_served", "Fallback responses served.", true);
-        let mut disabled = fam("hastack_guard_route_disabled", "1 while the route is switched off.", false);
-        let mut budget = fam("hastack_guard_retry_budget_exhausted", "Retries refused by the retry budget.", true);
+        let mut rate_limited = fam(
+            "hastack_guard_rate_limited",
+            "Requests refused by a rate limit.",
+            true,
+        );
+        let mut rate_delayed = fam(
+            "hastack_guard_rate_delayed",
+            "Requests paced (queued) by a rate limit.",
+            true,
+        );
+        let mut evictions = fam(
+            "hastack_guard_rate_key_evictions",
+            "Rate-limit keys evicted to make room for new ones.",
+            true,
+        );
+        let mut br_state = fam(
+            "hastack_guard_breaker_state",
+            "Circuit breaker state (1 for the current one).",
+            false,
+        );
+        let mut br_trans = fam(
+            "hastack_guard_breaker_transitions",
+            "Circuit breaker transitions, by new state.",
+            true,
+        );
+        let mut br_calls = fam(
+            "hastack_guard_breaker_calls",
+            "Calls seen by a circuit breaker, by result.",
+            true,
+        );
+        let mut c_limit = fam(
+            "hastack_guard_concurrency_limit",
+            "Current concurrency limit.",
+            false,
+        );
+        let mut c_inflight = fam(
+            "hastack_guard_concurrency_inflight",
+            "Requests holding a concurrency slot.",
+            false,
+        );
+        let mut c_queued = fam(
+            "hastack_guard_concurrency_queued",
+            "Requests waiting for a concurrency slot.",
+            false,
+        );
+        let mut c_rejected = fam(
+            "hastack_guard_concurrency_rejected",
+            "Requests refused by a concurrency limit, by reason.",
+            true,
+        );
+        let mut shed_level = fam(
+            "hastack_guard_shed_level",
+            "Priority shedding level (classes shed from the bottom).",
+            false,
+        );
+        let mut shed = fam(
+            "hastack_guard_shed",
+            "Requests shed by priority, by class.",
+            true,
+        );
+        let mut fb = fam(
+            "hastack_guard_fallback_served",
+            "Fallback responses served.",
+            true,
+        );
+        let mut disabled = fam(
+            "hastack_guard_route_disabled",
+            "1 while the route is switched off.",
+            false,
+        );
+        let mut budget = fam(
+            "hastack_guard_retry_budget_exhausted",
+            "Retries refused by the retry budget.",
+            true,
+        );
         let one = |scope: &str, value: u64| Sample {
             labels: vec![("scope", scope.to_string())],
             value,
@@ -186,17 +246,32 @@ impl GuardMetrics {
                 Tracked::Breaker(w) => {
                     if let Some(b) = w.upgrade() {
                         let current = b.state();
-                        for s in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
-                            br_state.samples.push(two(scope, "state", s.as_str(), u64::from(s == current)));
+                        for s in [
+                            BreakerState::Closed,
+                            BreakerState::Open,
+                            BreakerState::HalfOpen,
+                        ] {
+                            br_state.samples.push(two(
+                                scope,
+                                "state",
+                                s.as_str(),
+                                u64::from(s == current),
+                            ));
                         }
                         let c = b.counts();
                         br_trans.samples.push(two(scope, "to", "open", c.opened));
-                        br_trans.samples.push(two(scope, "to", "half_open", c.half_opened));
+                        br_trans
+                            .samples
+                            .push(two(scope, "to", "half_open", c.half_opened));
                         br_trans.samples.push(two(scope, "to", "closed", c.closed));
                         br_calls.samples.push(two(scope, "result", "all", c.calls));
-                        br_calls.samples.push(two(scope, "result", "failed", c.failed));
+                        br_calls
+                            .samples
+                            .push(two(scope, "result", "failed", c.failed));
                         br_calls.samples.push(two(scope, "result", "slow", c.slow));
-                        br_calls.samples.push(two(scope, "result", "rejected", c.rejected));
+                        br_calls
+                            .samples
+                            .push(two(scope, "result", "rejected", c.rejected));
                     }
                 }
                 Tracked::Concurrency(w) => {
@@ -205,12 +280,20 @@ impl GuardMetrics {
                         c_limit.samples.push(one(scope, s.limit as u64));
                         c_inflight.samples.push(one(scope, s.inflight as u64));
                         c_queued.samples.push(one(scope, s.queued as u64));
-                        c_rejected.samples.push(two(scope, "reason", "full", s.rejected_full));
-                        c_rejected.samples.push(two(scope, "reason", "timeout", s.rejected_timeout));
+                        c_rejected
+                            .samples
+                            .push(two(scope, "reason", "full", s.rejected_full));
+                        c_rejected.samples.push(two(
+                            scope,
+                            "reason",
+                            "timeout",
+                            s.rejected_timeout,
+                        ));
                         if let Some(sh) = c.shedder() {
                             shed_level.samples.push(one(scope, s.shed_level as u64));
                             for (i, n) in s.shed.iter().enumerate() {
-                                let class = sh.policy().classes.get(i).map_or("?", |c| c.name.as_str());
+                                let class =
+                                    sh.policy().classes.get(i).map_or("?", |c| c.name.as_str());
                                 shed.samples.push(two(scope, "class", class, *n));
                             }
                         }
@@ -223,7 +306,9 @@ impl GuardMetrics {
                 }
                 Tracked::Switch(w) => {
                     if let Some(s) = w.upgrade() {
-                        disabled.samples.push(one(scope, u64::from(s.is_disabled())));
+                        disabled
+                            .samples
+                            .push(one(scope, u64::from(s.is_disabled())));
                     }
                 }
                 Tracked::Budget(w) => {
@@ -234,8 +319,21 @@ impl GuardMetrics {
             }
         }
         vec![
-            rate_limited, rate_delayed, evictions, br_state, br_trans, br_calls, c_limit,
-            c_inflight, c_queued, c_rejected, shed_level, shed, fb, disabled, budget,
+            rate_limited,
+            rate_delayed,
+            evictions,
+            br_state,
+            br_trans,
+            br_calls,
+            c_limit,
+            c_inflight,
+            c_queued,
+            c_rejected,
+            shed_level,
+            shed,
+            fb,
+            disabled,
+            budget,
         ]
     }
 }
@@ -284,7 +382,10 @@ mod tests {
             out.contains("hastack_guard_breaker_state{scope=\"pool/a\",state=\"closed\"} 1"),
             "{out}"
         );
-        assert!(out.contains("hastack_guard_breaker_calls_total{scope=\"pool/a\",result=\"all\"} 0"), "{out}");
+        assert!(
+            out.contains("hastack_guard_breaker_calls_total{scope=\"pool/a\",result=\"all\"} 0"),
+            "{out}"
+        );
         drop(b);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();

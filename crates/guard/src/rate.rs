@@ -180,7 +180,8 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-type Direct = governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
+type Direct =
+    governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, StateInformationMiddleware>;
 type Keyed = governor::RateLimiter<u64, BoundedStore, TokioClock, StateInformationMiddleware>;
 
 #[derive(Debug)]
@@ -256,13 +257,16 @@ impl RateLimiter {
                 governor::RateLimiter::direct_with_clock(quota, TokioClock)
                     .with_middleware::<StateInformationMiddleware>(),
             ),
-            _ => Inner::Keyed(
-                governor::RateLimiter::<u64, BoundedStore, TokioClock, StateInformationMiddleware>::new(
-                    quota,
-                    BoundedStore::with_counter(policy.max_keys, evictions.clone()),
-                    TokioClock,
-                ),
-            ),
+            _ => Inner::Keyed(governor::RateLimiter::<
+                u64,
+                BoundedStore,
+                TokioClock,
+                StateInformationMiddleware,
+            >::new(
+                quota,
+                BoundedStore::with_counter(policy.max_keys, evictions.clone()),
+                TokioClock,
+            )),
         };
         let policy_header = HeaderValue::from_str(&format!(
             "\"{}\";q={};w={}",
@@ -449,6 +453,9 @@ fn ip_key(ip: IpAddr) -> u64 {
     }
 }
 
+/// One set: (key, TAT nanoseconds) pairs; key 0 = empty.
+type Set = [(u64, u64); WAYS];
+
 /// A fixed-size, set-associative GCRA state table keyed by 64-bit hashes.
 ///
 /// `capacity` entries are allocated up front in sets of [`WAYS`]; each set has its own small
@@ -456,7 +463,7 @@ fn ip_key(ip: IpAddr) -> u64 {
 /// key of 0 is stored as 1: a 2^-64 collision, harmless).
 #[derive(Debug)]
 pub struct BoundedStore {
-    sets: Box<[Mutex<[(u64, u64); WAYS]>]>,
+    sets: Box<[Mutex<Set>]>,
     mask: usize,
     evictions: Arc<AtomicU64>,
 }
@@ -523,5 +530,210 @@ impl StateStore for BoundedStore {
         }
         set[idx] = (k, next.as_u64());
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn policy(rate: u32, burst: u32) -> RateLimitPolicy {
+        RateLimitPolicy {
+            burst,
+            ..RateLimitPolicy::new("api", rate, Duration::from_secs(1))
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn burst_then_one_per_interval_with_retry_after() {
+        let rl = RateLimiter::new(policy(10, 5)).unwrap();
+        for i in 0..5 {
+            let d = rl.check(0);
+            assert!(matches!(d, RateDecision::Allow(_)), "{i}: {d:?}");
+            assert_eq!(d.info().remaining, 4 - i);
+        }
+        let RateDecision::Reject(info) = rl.check(0) else {
+            panic!("6th admitted");
+        };
+        assert!(
+            info.retry_after > ms(99) && info.retry_after <= ms(100),
+            "{info:?}"
+        );
+        assert_eq!(info.retry_after_secs(), 1);
+        assert_eq!((info.limit, info.window_secs, info.remaining), (10, 1, 0));
+        tokio::time::advance(ms(100)).await;
+        assert!(matches!(rl.check(0), RateDecision::Allow(_)));
+        assert!(matches!(rl.check(0), RateDecision::Reject(_)));
+        assert_eq!(rl.rejected_total(), 2);
+        assert_eq!(rl.policy_header().to_str().unwrap(), "\"api\";q=10;w=1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_are_formatted_per_the_draft() {
+        let rl = RateLimiter::new(policy(10, 2)).unwrap();
+        let _ = rl.check(0);
+        let _ = rl.check(0);
+        let d = rl.check(0);
+        let mut h = HeaderMap::new();
+        d.info().write_headers("api", true, &mut h);
+        assert_eq!(h["ratelimit"], "\"api\";r=0;t=1");
+        assert_eq!(h["retry-after"], "1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_independent() {
+        let rl = RateLimiter::new(RateLimitPolicy {
+            key: KeyKind::ClientIp,
+            ..policy(1, 1)
+        })
+        .unwrap();
+        let h = HeaderMap::new();
+        let a = rl.key("10.0.0.1".parse().unwrap(), &h);
+        let b = rl.key("10.0.0.2".parse().unwrap(), &h);
+        assert_ne!(a, b);
+        assert!(matches!(rl.check(a), RateDecision::Allow(_)));
+        assert!(matches!(rl.check(a), RateDecision::Reject(_)));
+        assert!(matches!(rl.check(b), RateDecision::Allow(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn header_key_falls_back_to_client_ip() {
+        let rl = RateLimiter::new(RateLimitPolicy {
+            key: KeyKind::Header(HeaderName::from_static("x-api-key")),
+            ..policy(1, 1)
+        })
+        .unwrap();
+        let ip = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        let none = rl.key(ip, &h);
+        h.insert("x-api-key", HeaderValue::from_static("k1"));
+        let k1 = rl.key(ip, &h);
+        assert_ne!(none, k1);
+        assert_eq!(none, ip_key(ip));
+    }
+
+    #[test]
+    fn a_flood_of_keys_cannot_grow_the_table() {
+        let store = BoundedStore::new(100);
+        assert_eq!(store.capacity(), 128);
+        for k in 1..100_000u64 {
+            let k = xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes());
+            let _: Result<(), ()> = store.measure_and_replace(&k, |prev| {
+                assert!(prev.is_none());
+                Ok(((), Nanos::new(k % 1000)))
+            });
+        }
+        assert!(store.evictions() > 99_000, "{}", store.evictions());
+        // A key just used is still found.
+        let k = 12_345u64;
+        let _: Result<(), ()> =
+            store.measure_and_replace(&k, |_| Ok(((), Nanos::new(u64::MAX / 2))));
+        let _: Result<(), ()> = store.measure_and_replace(&k, |prev| {
+            assert_eq!(prev, Some(Nanos::new(u64::MAX / 2)));
+            Ok(((), Nanos::new(1)))
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queueing_paces_uniformly_up_to_max_wait() {
+        let rl = RateLimiter::new(RateLimitPolicy {
+            max_wait: ms(500),
+            ..policy(10, 1)
+        })
+        .unwrap();
+        assert!(matches!(rl.check(0), RateDecision::Allow(_)));
+        for i in 1..=5u64 {
+            match rl.check(0) {
+                RateDecision::Delay(d, info) => {
+                    let want = ms(100 * i);
+                    assert!(d <= want && d + ms(1) > want, "{i}: {d:?}");
+                    assert_eq!(info.remaining, 0);
+                }
+                other => panic!("{i}: {other:?}"),
+            }
+        }
+        assert!(matches!(rl.check(0), RateDecision::Reject(_)));
+        assert_eq!(rl.delayed_total(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warmup_ramps_the_rate() {
+        let rl = RateLimiter::new(RateLimitPolicy {
+            warmup: Some(Warmup {
+                period: Duration::from_secs(10),
+                from: 0.1,
+            }),
+            ..policy(100, 100)
+        })
+        .unwrap();
+        let mut per_second = Vec::new();
+        for _ in 0..12 {
+            let mut n = 0;
+            for _ in 0..1000 {
+                if matches!(rl.check(0), RateDecision::Allow(_)) {
+                    n += 1;
+                }
+                tokio::time::advance(ms(1)).await;
+            }
+            per_second.push(n);
+        }
+        // Second 0 admits about a tenth (plus the reduced burst), the last ones the full rate.
+        assert!(per_second[0] < 30, "{per_second:?}");
+        assert!(per_second[5] > per_second[1], "{per_second:?}");
+        assert!((99..=101).contains(&per_second[11]), "{per_second:?}");
+        assert_eq!(rl.warmup_fraction(), 1.0);
+        rl.begin_warmup();
+        assert!(rl.warmup_fraction() < 0.2);
+    }
+
+    proptest! {
+        /// GCRA's guarantee: over any window of length w, at most burst + w / T requests are
+        /// admitted (T the effective emission interval), whatever the arrival pattern.
+        #[test]
+        fn never_admits_more_than_rate_times_window_plus_burst(
+            rate in 1u32..2000,
+            burst in 1u32..50,
+            gaps in proptest::collection::vec(0u64..5_000_000, 1..400),
+            keyed: bool,
+        ) {
+            let rt = rt();
+            let admitted: Vec<u64> = rt.block_on(async {
+                let rl = RateLimiter::new(RateLimitPolicy {
+                    key: if keyed { KeyKind::ClientIp } else { KeyKind::Global },
+                    ..policy(rate, burst)
+                }).unwrap();
+                let t0 = Instant::now();
+                let mut out = Vec::new();
+                for g in gaps {
+                    tokio::time::advance(Duration::from_nanos(g)).await;
+                    if matches!(rl.check(7), RateDecision::Allow(_)) {
+                        out.push(nanos(Instant::now() - t0));
+                    }
+                }
+                out
+            });
+            let t_eff = (1_000_000_000u64 / (u64::from(rate) * 64)) * 64;
+            for i in 0..admitted.len() {
+                for j in i..admitted.len() {
+                    let w = admitted[j] - admitted[i];
+                    let n = (j - i + 1) as u64;
+                    prop_assert!(n <= u64::from(burst) + w / t_eff,
+                        "{n} admitted in {w} ns (burst {burst}, T {t_eff} ns)");
+                }
+            }
+        }
     }
 }

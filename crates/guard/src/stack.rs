@@ -17,12 +17,12 @@ use std::time::Duration;
 use http::HeaderMap;
 use tokio::time::Instant;
 
+use crate::RejectReason;
 use crate::breaker::{Breaker, BreakerPermit};
 use crate::concurrency::{ConcurrencyLimiter, ConcurrencyPermit, Outcome};
 use crate::fallback::{Fallback, FallbackAction, RouteSwitch};
 use crate::rate::{RateDecision, RateInfo, RateLimiter};
 use crate::shed::ClassId;
-use crate::RejectReason;
 
 /// One route's guards. Build once per config (re)load; share behind an `Arc`.
 #[derive(Debug, Clone)]
@@ -193,7 +193,11 @@ impl RouteGuard {
                     now = Instant::now();
                 }
                 RateDecision::Reject(i) => {
-                    return Err(reject(RejectReason::RateLimited, Some(i.retry_after), Some(i)));
+                    return Err(reject(
+                        RejectReason::RateLimited,
+                        Some(i.retry_after),
+                        Some(i),
+                    ));
                 }
             }
         }
@@ -224,7 +228,11 @@ impl RouteGuard {
     }
 }
 
-fn reject(reason: RejectReason, retry_after: Option<Duration>, rate: Option<RateInfo>) -> Rejection {
+fn reject(
+    reason: RejectReason,
+    retry_after: Option<Duration>,
+    rate: Option<RateInfo>,
+) -> Rejection {
     Rejection {
         reason,
         retry_after,
