@@ -268,8 +268,14 @@ impl ConcurrencyLimiter {
             }
             return Ok(self.granted(now, Duration::ZERO));
         }
-        // Full: queue if there is room. Increment first so concurrent arrivals cannot
-        // overshoot max_queue.
+        // Full: only full-share classes wait (the queue is for the important ones).
+        if let Some(s) = &self.shedder
+            && !s.may_queue(class)
+        {
+            return Err(RejectReason::Shed);
+        }
+        // Queue if there is room. Increment first so concurrent arrivals cannot overshoot
+        // max_queue.
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.policy.max_queue {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(self.full(now));

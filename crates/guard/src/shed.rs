@@ -2,17 +2,29 @@
 //! most important one keeps its success rate.
 //!
 //! Classes are ordered most important first (default `critical`, `normal`, `best_effort`).
-//! Two rules decide, both read lock-free per request:
-//! 1. **Shares** (always on): class `c` may only start a request while the limiter's
-//!    in-flight count is below `share(c) x limit`. With shares 1.0 / 0.9 / 0.6, the top 10%
-//!    of the capacity is reserved for `critical` and the top 40% is closed to `best_effort`;
-//!    only classes with share 1.0 ever queue.
-//! 2. **Shed level** (signal-driven): a controller looks at the lowest *queue time* of the
+//! Three rules decide, all read lock-free per request:
+//! 1. **Only full-share classes queue**: when every slot is taken, a request of a class
+//!    whose share is below 1.0 is shed at once instead of waiting, so the queue (and every
+//!    slot freed, which goes to the queue first) belongs to the important classes.
+//! 2. **Shares** (while the pressure below is above zero): class `c` may only start a
+//!    request while the limiter's in-flight count is below `share(c) x limit`. With shares
+//!    1.0 / 0.9 / 0.6, under overload the top 10% of the capacity is reserved for
+//!    `critical` and the top 40% is closed to `best_effort`. Without overload any class may
+//!    use any free slot, so no capacity is wasted on a reservation nobody needs.
+//! 3. **Shed pressure** (signal-driven): a controller looks at the lowest *queue time* of the
 //!    requests admitted in each `interval` (CoDel's "standing queue" signal: a request
 //!    admitted at once counts 0; one refused because the limiter and its queue were full
-//!    counts as infinite). Above `target_queue_time`, the level rises by one: the lowest
-//!    class not yet shed is refused outright. At or below `target_queue_time / 2`, it falls
-//!    by one. The most important class is never shed by level.
+//!    counts as infinite). The pressure `P` is counted in sixteenths of a class:
+//!    ```text
+//!    min queue time >  target        P = min(P + 2, (classes - 1) x 16)   # shed 1/8 more
+//!    min queue time <= target / 2    P = max(P - 1, 0)                    # give back 1/16
+//!    otherwise                       P unchanged
+//!    ```
+//!    The `P / 16` least important classes are refused outright and the next one is refused
+//!    with probability `(P mod 16) / 16`, so shedding grows and shrinks smoothly instead of
+//!    switching a whole class on and off (which would waste capacity every other interval).
+//!    The most important class is never shed by pressure; the *level* reported in metrics
+//!    is `ceil(P / 16)`, the number of classes at least partly shed.
 //!
 //! [`ShedController`] is the pure per-interval machine; [`Shedder`] wraps it with atomics.
 
@@ -87,50 +99,68 @@ impl ShedPolicy {
     }
 }
 
-/// The pure shed-level controller.
+/// Sixteenths: the resolution of the shed pressure.
+pub const STEPS: usize = 16;
+
+/// The pure shed-pressure controller.
 #[derive(Clone, Debug)]
 pub struct ShedController {
     classes: usize,
     target: Duration,
-    level: usize,
+    pressure: usize,
 }
 
 impl ShedController {
-    /// Level 0 (nothing shed by level).
+    /// Pressure 0 (nothing shed).
     pub fn new(policy: &ShedPolicy) -> Self {
         ShedController {
             classes: policy.classes.len().max(1),
             target: policy.target_queue_time,
-            level: 0,
+            pressure: 0,
         }
     }
 
-    /// Current level: the `level` least important classes are shed.
+    /// Current pressure, in sixteenths of a class.
+    pub fn pressure(&self) -> usize {
+        self.pressure
+    }
+
+    /// Classes at least partly shed.
     pub fn level(&self) -> usize {
-        self.level
+        self.pressure.div_ceil(STEPS)
     }
 
     /// End of an interval whose lowest queue time was `min_queue_time` (`None`: nothing was
-    /// admitted or refused for fullness: no evidence of overload). Returns the new level.
+    /// admitted or refused for fullness: no evidence of overload). Returns the new pressure.
     pub fn on_interval(&mut self, min_queue_time: Option<Duration>) -> usize {
         match min_queue_time {
             Some(q) if q > self.target => {
-                self.level = (self.level + 1).min(self.classes - 1);
+                self.pressure = (self.pressure + 2).min((self.classes - 1) * STEPS);
             }
             Some(q) if q > self.target / 2 => {}
-            _ => self.level = self.level.saturating_sub(1),
+            _ => self.pressure = self.pressure.saturating_sub(1),
         }
-        self.level
+        self.pressure
     }
 
-    /// Whether `class` is shed at the current level.
-    pub fn sheds(&self, class: ClassId) -> bool {
-        sheds(self.classes, self.level, class)
+    /// The probability that a request of `class` is shed at the current pressure.
+    pub fn shed_probability(&self, class: ClassId) -> f64 {
+        shed_sixteenths(self.classes, self.pressure, class) as f64 / STEPS as f64
     }
 }
 
-fn sheds(classes: usize, level: usize, class: ClassId) -> bool {
-    usize::from(class.0) >= classes.saturating_sub(level)
+/// How many sixteenths of `class`'s requests are shed at `pressure`.
+fn shed_sixteenths(classes: usize, pressure: usize, class: ClassId) -> usize {
+    // Rank from the bottom: 0 = least important.
+    let from_bottom = classes.saturating_sub(1 + usize::from(class.0));
+    let full = pressure / STEPS;
+    if from_bottom < full {
+        STEPS
+    } else if from_bottom == full {
+        pressure % STEPS
+    } else {
+        0
+    }
 }
 
 /// The thread-safe shedder attached to one concurrency limiter.
@@ -138,7 +168,7 @@ fn sheds(classes: usize, level: usize, class: ClassId) -> bool {
 pub struct Shedder {
     policy: ShedPolicy,
     origin: Instant,
-    level: AtomicUsize,
+    pressure: AtomicUsize,
     /// Share of each class, as thousandths of the limit.
     share_milli: Box<[u64]>,
     window_start_ns: AtomicU64,
@@ -161,7 +191,7 @@ impl Shedder {
             shed_by_class: (0..n).map(|_| AtomicU64::new(0)).collect(),
             ctrl: Mutex::new(ShedController::new(&policy)),
             origin: Instant::now(),
-            level: AtomicUsize::new(0),
+            pressure: AtomicUsize::new(0),
             window_start_ns: AtomicU64::new(0),
             min_queue_ns: AtomicU64::new(u64::MAX),
             saw_immediate: AtomicBool::new(false),
@@ -174,9 +204,14 @@ impl Shedder {
         &self.policy
     }
 
-    /// Current shed level.
+    /// Current shed level: classes at least partly shed.
     pub fn level(&self) -> usize {
-        self.level.load(Ordering::Relaxed)
+        self.pressure().div_ceil(STEPS)
+    }
+
+    /// Current shed pressure, in sixteenths of a class.
+    pub fn pressure(&self) -> usize {
+        self.pressure.load(Ordering::Relaxed)
     }
 
     /// Requests of each class shed so far.
@@ -188,12 +223,30 @@ impl Shedder {
     }
 
     /// May a request of `class` start, with `inflight` of `limit` slots taken? Counts a
-    /// refusal. Lock-free.
+    /// refusal. Lock-free; a partly shed class draws one thread-local random number.
     pub fn admit(&self, class: ClassId, inflight: usize, limit: usize) -> bool {
         let n = self.share_milli.len();
         let i = usize::from(class.0).min(n - 1);
-        let ok = !sheds(n, self.level.load(Ordering::Relaxed), ClassId(i as u8))
-            && (inflight as u64) * 1000 < self.share_milli[i] * limit as u64;
+        let shed = match shed_sixteenths(n, self.pressure(), ClassId(i as u8)) {
+            0 => false,
+            STEPS => true,
+            k => fastrand::usize(..STEPS) < k,
+        };
+        let pressure = self.pressure() > 0;
+        let ok =
+            !shed && (!pressure || (inflight as u64) * 1000 < self.share_milli[i] * limit as u64);
+        if !ok {
+            self.shed_by_class[i].fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Whether `class` may wait in the queue when every slot is taken (full-share classes
+    /// only). Counts a refusal when not.
+    pub fn may_queue(&self, class: ClassId) -> bool {
+        let n = self.share_milli.len();
+        let i = usize::from(class.0).min(n - 1);
+        let ok = self.share_milli[i] >= 1000;
         if !ok {
             self.shed_by_class[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -241,13 +294,14 @@ impl Shedder {
             Some(Duration::from_nanos(min))
         };
         let before = ctrl.level();
-        let level = ctrl.on_interval(signal);
-        self.level.store(level, Ordering::Relaxed);
+        let pressure = ctrl.on_interval(signal);
+        self.pressure.store(pressure, Ordering::Relaxed);
         self.window_start_ns.store(now_ns, Ordering::Relaxed);
+        let level = ctrl.level();
         if level != before {
             tracing::info!(
                 level,
-                shedding = level > 0,
+                pressure,
                 queue_time_ms = signal.map(|d| d.as_secs_f64() * 1e3),
                 "priority shedding level changed"
             );
@@ -264,47 +318,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn level_rises_on_standing_queue_and_falls_when_it_drains() {
+    fn pressure_rises_on_standing_queue_and_falls_when_it_drains() {
         let p = ShedPolicy::default();
         let mut c = ShedController::new(&p);
-        assert_eq!(c.on_interval(Some(Duration::from_millis(50))), 1);
-        assert!(c.sheds(ClassId(2)) && !c.sheds(ClassId(1)));
-        assert_eq!(c.on_interval(Some(Duration::MAX)), 2);
+        let slow = Some(Duration::from_millis(50));
+        assert_eq!(c.on_interval(slow), 2);
+        assert_eq!(c.shed_probability(ClassId(2)), 2.0 / 16.0);
+        assert_eq!(c.shed_probability(ClassId(1)), 0.0);
+        for _ in 0..7 {
+            c.on_interval(slow);
+        }
+        assert_eq!((c.pressure(), c.level()), (16, 1));
+        assert_eq!(c.shed_probability(ClassId(2)), 1.0);
+        for _ in 0..100 {
+            c.on_interval(Some(Duration::MAX));
+        }
         // Never sheds the top class.
-        assert_eq!(c.on_interval(Some(Duration::from_secs(9))), 2);
-        assert!(!c.sheds(ClassId(0)));
+        assert_eq!(c.pressure(), 32);
+        assert_eq!(c.shed_probability(ClassId(1)), 1.0);
+        assert_eq!(c.shed_probability(ClassId(0)), 0.0);
         // In the dead band: holds.
-        assert_eq!(c.on_interval(Some(Duration::from_millis(15))), 2);
-        assert_eq!(c.on_interval(Some(Duration::ZERO)), 1);
-        assert_eq!(c.on_interval(None), 0);
-        assert_eq!(c.on_interval(None), 0);
+        assert_eq!(c.on_interval(Some(Duration::from_millis(15))), 32);
+        assert_eq!(c.on_interval(Some(Duration::ZERO)), 31);
+        assert_eq!(c.on_interval(None), 30);
+        assert_eq!(c.level(), 2);
     }
 
     #[test]
-    fn shares_reserve_headroom() {
+    fn shares_reserve_headroom_only_under_pressure() {
         let s = Shedder::new(ShedPolicy::default());
-        assert!(s.admit(ClassId(2), 5, 10));
+        // No pressure: any class may take any free slot; only full-share classes queue.
+        assert!(s.admit(ClassId(2), 9, 10));
+        assert!(s.may_queue(ClassId(0)));
+        assert!(!s.may_queue(ClassId(2)));
+        // Under pressure (1/16: best effort also shed at random 1 in 16).
+        s.pressure.store(1, Ordering::Relaxed);
         assert!(!s.admit(ClassId(2), 6, 10));
         assert!(s.admit(ClassId(1), 8, 10));
         assert!(!s.admit(ClassId(1), 9, 10));
         assert!(s.admit(ClassId(0), 9, 10));
         assert!(!s.admit(ClassId(0), 10, 10));
-        assert_eq!(s.shed_totals(), vec![1, 1, 1]);
+        assert_eq!(s.shed_totals(), vec![1, 1, 2]);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn observe_drives_the_level() {
+    async fn observe_drives_the_pressure() {
         let s = Shedder::new(ShedPolicy::default());
         let t0 = Instant::now();
-        for i in 1..=3u64 {
+        for i in 1..=16u64 {
             s.observe(
                 t0 + Duration::from_millis(100 * i),
                 Some(Duration::from_millis(40)),
             );
         }
-        assert_eq!(s.level(), 2);
+        assert_eq!((s.pressure(), s.level()), (32, 2));
         assert!(!s.admit(ClassId(1), 0, 10));
-        s.observe(t0 + Duration::from_millis(450), Some(Duration::ZERO));
-        assert_eq!(s.level(), 1);
+        assert!(s.admit(ClassId(0), 0, 10));
+        s.observe(t0 + Duration::from_millis(1750), Some(Duration::ZERO));
+        assert_eq!(s.pressure(), 31);
+        // Class 1 is now shed with probability 15/16.
+        let admitted = (0..1600).filter(|_| s.admit(ClassId(1), 0, 10)).count();
+        assert!((50..=160).contains(&admitted), "{admitted}");
     }
 }
