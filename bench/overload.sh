@@ -3,7 +3,7 @@
 # adaptive concurrency off vs on (gradient2, vegas). Prints a markdown table for
 # docs/benchmarks.md, plus the machine load and hypervisor steal seen during the run.
 #
-#   bench/overload.sh            # full run, ~70 s
+#   bench/overload.sh            # full run, ~90 s
 #   bench/overload.sh --quick    # ~30 s, for a smoke test
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -43,4 +43,4 @@ pub use metrics::GuardMetrics;
 pub use rate::{RateDecision, RateInfo, RateLimitPolicy, RateLimiter};
 pub use retry::{Deadline, Retrier, RetryPolicy, SharedBudget};
 pub use shed::{ClassId, ShedPolicy, Shedder};
-pub use stack::{Rejection, RouteGuard, RoutePermit};
+pub use stack::{Rejection, RouteGuard, RouteGuardStatus, RoutePermit};

@@ -18,8 +18,10 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::RejectReason;
-use crate::breaker::{Breaker, BreakerPermit};
-use crate::concurrency::{ConcurrencyLimiter, ConcurrencyPermit, Outcome};
+use serde::Serialize;
+
+use crate::breaker::{Breaker, BreakerPermit, BreakerSnapshot};
+use crate::concurrency::{ConcurrencyLimiter, ConcurrencyPermit, ConcurrencySnapshot, Outcome};
 use crate::fallback::{Fallback, FallbackAction, RouteSwitch};
 use crate::rate::{RateDecision, RateInfo, RateLimiter};
 use crate::shed::ClassId;
@@ -89,7 +91,54 @@ impl RoutePermit {
     }
 }
 
+/// A route's guards for `GET /status` (serialize it as JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteGuardStatus {
+    /// Route name.
+    pub route: String,
+    /// Switched off by an operator.
+    pub disabled: bool,
+    /// Rate limit counters: (refused, paced), when there is a rate limit.
+    pub rate_limit: Option<RateStatus>,
+    /// Breaker state and counters.
+    pub breaker: Option<BreakerSnapshot>,
+    /// Concurrency limit, in flight, queue, shedding.
+    pub concurrency: Option<ConcurrencySnapshot>,
+    /// Fallbacks served.
+    pub fallback_served: Option<u64>,
+}
+
+/// Rate limiter counters for `/status`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RateStatus {
+    /// Requests refused.
+    pub rejected: u64,
+    /// Requests paced.
+    pub delayed: u64,
+    /// Keys evicted from the bounded table.
+    pub key_evictions: u64,
+    /// Current warm-up fraction (1 when warm).
+    pub warmup_fraction: f64,
+}
+
 impl RouteGuard {
+    /// The route's guards as of `now`, for `/status`.
+    pub fn status(&self, now: Instant) -> RouteGuardStatus {
+        RouteGuardStatus {
+            route: self.name.to_string(),
+            disabled: self.switch.is_disabled(),
+            rate_limit: self.rate.as_ref().map(|r| RateStatus {
+                rejected: r.rejected_total(),
+                delayed: r.delayed_total(),
+                key_evictions: r.evictions_total(),
+                warmup_fraction: r.warmup_fraction(),
+            }),
+            breaker: self.breaker.as_ref().map(|b| b.snapshot(now)),
+            concurrency: self.concurrency.as_ref().map(|c| c.snapshot()),
+            fallback_served: self.fallback.as_ref().map(Fallback::served_total),
+        }
+    }
+
     /// A route with only its switch; add guards with the `with_*` methods.
     pub fn new(name: &str, switch: Arc<RouteSwitch>) -> Self {
         RouteGuard {

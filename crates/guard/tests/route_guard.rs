@@ -129,4 +129,8 @@ async fn pacing_waits_and_breaker_refusals_carry_retry_after() {
     assert_eq!(rej.reason, RejectReason::BreakerOpen);
     assert!(rej.retry_after.unwrap() > Duration::ZERO);
     assert!(Arc::strong_count(route.breaker().unwrap()) >= 1);
+    let status = serde_json::to_value(route.status(Instant::now())).unwrap();
+    assert_eq!(status["breaker"]["state"], "open");
+    assert_eq!(status["rate_limit"]["rejected"], 1);
+    assert_eq!(status["disabled"], false);
 }
