@@ -248,13 +248,13 @@ fn main() -> std::io::Result<()> {
         }
         let cap = capacity();
         let mut reports = Vec::new();
-        reports.push(run("unloaded (0.2x, no guard)", &conns, cap * 0.2, secs / 2.0, None).await);
+        reports.push(run("unloaded (0.2x, no guard)", &conns, cap * 0.2, secs, None).await);
         tokio::time::sleep(Duration::from_secs(2)).await;
         reports.push(run("2x, adaptive off", &conns, cap * 2.0, secs, None).await);
         // Let the backend drain the work the previous run left queued.
         tokio::time::sleep(Duration::from_secs(12)).await;
         for (name, alg) in [
-            ("2x, fixed limit = workers (hand-tuned ideal)", None),
+            ("2x, fixed limit = 2 x workers (hand-tuned)", None),
             ("2x, adaptive on (gradient2, defaults)", Some(AdaptivePolicy::default().algorithm)),
             (
                 "2x, adaptive on (gradient2, tolerance 1.2)",
@@ -271,7 +271,7 @@ fn main() -> std::io::Result<()> {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
         let unloaded_p99 = reports[0].p99_ms;
-        // The real capacity: what the ideal hand-tuned bulkhead gets through (timer
+        // The real capacity: what the saturating hand-tuned bulkhead gets through (timer
         // granularity makes each 10 ms "service" last a little longer than 10 ms).
         let measured = reports[2].goodput;
         println!("backend nominal capacity {cap:.0} req/s ({WORKERS} workers x {SERVICE:?}), measured {measured:.0} req/s; deadline {DEADLINE:?}; {secs} s per run");
