@@ -218,9 +218,11 @@ fn guard(adaptive: Option<Algorithm>) -> Arc<RouteGuard> {
             window: Duration::from_millis(100),
             ..AdaptivePolicy::default()
         }),
-        // Without adaptive: the ideal hand-tuned bulkhead, exactly the backend's workers.
+        // Without adaptive: a hand-tuned bulkhead of twice the backend's workers, which keeps
+        // every worker busy (a small queue covers the client round trip): its goodput is
+        // the backend's real capacity.
         ..ConcurrencyPolicy::fixed(
-            if adaptive.is_some() { 1000 } else { WORKERS },
+            if adaptive.is_some() { 1000 } else { 2 * WORKERS },
             0,
             Duration::from_millis(1),
         )
