@@ -222,7 +222,11 @@ fn guard(adaptive: Option<Algorithm>) -> Arc<RouteGuard> {
         // every worker busy (a small queue covers the client round trip): its goodput is
         // the backend's real capacity.
         ..ConcurrencyPolicy::fixed(
-            if adaptive.is_some() { 1000 } else { 2 * WORKERS },
+            if adaptive.is_some() {
+                1000
+            } else {
+                2 * WORKERS
+            },
             0,
             Duration::from_millis(1),
         )
