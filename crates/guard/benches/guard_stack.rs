@@ -48,6 +48,33 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // Two threads on the same route (the proxy's worker threads share one RouteGuard):
+    // reported as wall time per request per thread.
+    let shared = Arc::new(common::full_stack());
+    c.bench_function(
+        "guard_stack/admit+complete, 2 threads sharing the route",
+        |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..2u32 {
+                        let (route, ips, headers) = (&shared, &ips, &headers);
+                        s.spawn(move || {
+                            for n in 0..iters {
+                                let ip = ips[(n as usize + t as usize * 512) & 1023];
+                                let key = route.rate_key(ip, headers);
+                                if let Ok(p) = now_or_never(route.admit(key, Instant::now())) {
+                                    p.complete(Instant::now(), Outcome::Success);
+                                }
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        },
+    );
+
     let global = RateLimiter::new(RateLimitPolicy {
         burst: 1_000_000,
         ..RateLimitPolicy::new("g", 10_000_000, Duration::from_secs(1))

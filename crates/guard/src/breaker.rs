@@ -24,11 +24,12 @@
 //!   frees its slot without counting.
 //!
 //! [`BreakerMachine`] is the pure machine (`&mut self`, time passed in). [`Breaker`] wraps it
-//! for many threads: a lock-free state mirror makes `acquire` in the closed state a single
-//! atomic load; recording an outcome takes the breaker's own (uncontended, ~20 ns) lock.
+//! for many threads: lock-free mirrors make `acquire` a single atomic load when closed and
+//! a lock-free refusal while open; recording an outcome takes the breaker's own
+//! (uncontended, ~20 ns) lock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hastack_core::Backoff;
@@ -492,6 +493,12 @@ pub struct Breaker {
     machine: Mutex<BreakerMachine>,
     /// Mirror of the machine's state, written only under the lock.
     state: AtomicU8,
+    /// Mirror of the end of the open period (nanoseconds after `origin`), written only
+    /// under the lock: while open, refusals need no lock at all.
+    open_until_ns: AtomicU64,
+    origin: Instant,
+    /// Refusals made on the lock-free path (added to the machine's count).
+    rejected_fast: AtomicU64,
 }
 
 /// Permission to make one call through a [`Breaker`]. Report its end with
@@ -537,9 +544,13 @@ impl Breaker {
     /// A closed breaker whose jitter is seeded from `seed` (use distinct seeds per member so
     /// breakers that tripped together do not retry together).
     pub fn new(policy: BreakerPolicy, seed: u64) -> Arc<Breaker> {
+        let now = Instant::now();
         Arc::new(Breaker {
-            machine: Mutex::new(BreakerMachine::new(policy, Instant::now(), seed)),
+            machine: Mutex::new(BreakerMachine::new(policy, now, seed)),
             state: AtomicU8::new(BreakerState::Closed.to_u8()),
+            open_until_ns: AtomicU64::new(0),
+            origin: now,
+            rejected_fast: AtomicU64::new(0),
         })
     }
 
@@ -553,16 +564,26 @@ impl Breaker {
         BreakerState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// Ask to make a call at `now`. Closed: one atomic load, no lock. Open or half-open:
+    /// Ask to make a call at `now`. Closed: one atomic load. Open before its end: two
+    /// atomic loads and a counter. Otherwise (half-open, or the open period just ended):
     /// the breaker's lock. `Err(retry_after)` when refused.
     pub fn acquire(self: &Arc<Self>, now: Instant) -> Result<BreakerPermit, Duration> {
-        if self.state.load(Ordering::Acquire) == BreakerState::Closed.to_u8() {
+        let state = self.state.load(Ordering::Acquire);
+        if state == BreakerState::Closed.to_u8() {
             return Ok(self.permit(CallKind::Normal, now));
+        }
+        if state == BreakerState::Open.to_u8() {
+            let now_ns = nanos_since(self.origin, now);
+            let until = self.open_until_ns.load(Ordering::Acquire);
+            if now_ns < until {
+                self.rejected_fast.fetch_add(1, Ordering::Relaxed);
+                return Err(Duration::from_nanos(until - now_ns));
+            }
         }
         let (r, t) = {
             let mut m = self.machine.lock();
             let out = m.try_acquire(now);
-            self.state.store(m.state().to_u8(), Ordering::Release);
+            self.mirror(&m);
             out
         };
         log(t);
@@ -574,7 +595,7 @@ impl Breaker {
         let t = {
             let mut m = self.machine.lock();
             let t = m.force_open(now);
-            self.state.store(m.state().to_u8(), Ordering::Release);
+            self.mirror(&m);
             t
         };
         log(t);
@@ -582,7 +603,19 @@ impl Breaker {
 
     /// Lifetime counters.
     pub fn counts(&self) -> BreakerCounts {
-        self.machine.lock().counts()
+        let mut c = self.machine.lock().counts();
+        c.rejected += self.rejected_fast.load(Ordering::Relaxed);
+        c
+    }
+
+    /// Copy the machine's state (and open period) to the lock-free mirrors. Called under
+    /// the machine's lock only, so mirrors never go back in time.
+    fn mirror(&self, m: &BreakerMachine) {
+        if let Some(until) = m.poll_timeout() {
+            self.open_until_ns
+                .store(nanos_since(self.origin, until), Ordering::Release);
+        }
+        self.state.store(m.state().to_u8(), Ordering::Release);
     }
 
     /// State, window and counters for `/status`.
@@ -594,7 +627,10 @@ impl Breaker {
             window_calls: c,
             window_failed: f,
             window_slow: s,
-            counts: m.counts(),
+            counts: BreakerCounts {
+                rejected: m.counts().rejected + self.rejected_fast.load(Ordering::Relaxed),
+                ..m.counts()
+            },
         }
     }
 
@@ -611,12 +647,16 @@ impl Breaker {
         let t = {
             let mut m = self.machine.lock();
             let t = m.on_result(now, kind, r);
-            self.state.store(m.state().to_u8(), Ordering::Release);
+            self.mirror(&m);
             t
         };
         log(t);
         t
     }
+}
+
+fn nanos_since(origin: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn log(t: Option<Transition>) {
