@@ -9,6 +9,36 @@
 //! Every refusal comes back as a [`Rejection`] saying which guard refused, the status to
 //! answer, `Retry-After`, and whether the route's fallback covers it. Nothing here
 //! allocates on the admitted path (verified by `tests/zero_alloc.rs`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use hastack_guard::{Breaker, BreakerPolicy, FallbackAction, Outcome, RateLimitPolicy,
+//!     RateLimiter, RouteGuard, SwitchBoard};
+//! use tokio::time::Instant;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let board = SwitchBoard::new(); // one per process: switches survive reloads
+//! let route = RouteGuard::new("checkout", board.switch("checkout"))
+//!     .with_rate_limit(Arc::new(RateLimiter::new(RateLimitPolicy::new("checkout", 500, Duration::from_secs(1))).unwrap()))
+//!     .with_breaker(Breaker::new(BreakerPolicy::default(), 1));
+//!
+//! // Per request:
+//! let key = route.rate_key("192.0.2.7".parse().unwrap(), &http::HeaderMap::new());
+//! match route.admit(key, Instant::now()).await {
+//!     Ok(permit) => {
+//!         // ... forward to the upstream, then:
+//!         permit.complete(Instant::now(), Outcome::Success);
+//!     }
+//!     Err(rejection) => match route.fallback_for(&rejection) {
+//!         Some(FallbackAction::Static(resp)) => { let _ = resp.to_response(); }
+//!         Some(FallbackAction::Pool(pool)) => { let _ = pool; /* forward there */ }
+//!         None => { let _ = rejection.status(); /* 429 / 503 + Retry-After */ }
+//!     },
+//! }
+//! # }
+//! ```
 
 use std::net::IpAddr;
 use std::sync::Arc;
