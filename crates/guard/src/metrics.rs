@@ -88,7 +88,10 @@ impl GuardMetrics {
         v.push((scope.to_string(), t));
     }
 
-    /// Track every guard of a route under `scope = route name`.
+    /// Track a route's rate limit, breaker, fallback and switch under `scope = route name`.
+    /// Its concurrency limiter is NOT tracked here, because it is often the pool's, shared
+    /// by several routes: track it once with [`GuardMetrics::track_concurrency`] (under the
+    /// route's name if it is the route's own, under the pool's name if shared).
     pub fn track_route(&self, route: &RouteGuard) {
         let scope = route.name();
         if let Some(r) = route.rate_limiter() {
@@ -96,9 +99,6 @@ impl GuardMetrics {
         }
         if let Some(b) = route.breaker() {
             self.track_breaker(scope, b);
-        }
-        if let Some(c) = route.concurrency() {
-            self.track_concurrency(scope, c);
         }
         if let Some(f) = route.fallback() {
             self.push(scope, Tracked::Fallback(Arc::downgrade(f.served_counter())));
@@ -386,9 +386,22 @@ mod tests {
             out.contains("hastack_guard_breaker_calls_total{scope=\"pool/a\",result=\"all\"} 0"),
             "{out}"
         );
-        drop(b);
+        let route =
+            crate::RouteGuard::new("checkout", crate::SwitchBoard::new().switch("checkout"));
+        m.track_route(&route);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
-        assert!(!out.contains("pool/a"), "{out}");
+        assert!(
+            out.contains("hastack_guard_route_disabled{scope=\"checkout\"} 0"),
+            "{out}"
+        );
+        drop(b);
+        drop(route);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(
+            !out.contains("pool/a") && !out.contains("checkout"),
+            "{out}"
+        );
     }
 }
