@@ -22,6 +22,7 @@
 
 pub mod body;
 pub mod config;
+pub mod h1;
 pub mod http;
 pub mod metrics;
 pub mod pool;
