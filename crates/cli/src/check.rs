@@ -30,7 +30,10 @@ pub struct Component {
 }
 
 /// Every section hastack understands. Components add themselves here.
-pub const COMPONENTS: &[Component] = &[];
+pub const COMPONENTS: &[Component] = &[Component {
+    section: "vip",
+    validate: |src| hastack_vip::load(src).map(|(c, w)| (hastack_vip::summary(&c), w)),
+}];
 
 /// Validate one parsed source: every section present, plus unknown-section errors.
 pub fn validate(src: &Source) -> Result<(Vec<String>, Diagnostics), Diagnostics> {

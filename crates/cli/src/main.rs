@@ -10,6 +10,7 @@ mod app;
 mod check;
 mod logging;
 mod signals;
+mod vip;
 
 /// Redundancy and automatic failover for every layer of an internet service, with the
 /// measurements to prove it.
@@ -34,6 +35,8 @@ enum Command {
     Check(check::Args),
     /// Run the tiny built-in app server (a backend for demos, tests and drills).
     App(app::Args),
+    /// Floating virtual IPs: VRRPv3/v2 failover between hosts (keepalived-compatible).
+    Vip(vip::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::App(args) => app::run(args),
+        Command::Vip(args) => vip::run(args),
     };
     match result {
         Ok(code) => code,

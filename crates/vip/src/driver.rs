@@ -565,6 +565,10 @@ impl Driver {
 
     fn on_conflict(&mut self, addr: Ipv4Addr, mac: [u8; 6]) {
         let now = Instant::now();
+        // A backup hears the master's own GARPs: only a claim in progress or a master cares.
+        if self.machine.state() != State::Master && self.claim_started.is_none() {
+            return;
+        }
         if self
             .conflict_last
             .is_none_or(|l| now.duration_since(l) > CONFLICT_QUIET)

@@ -15,6 +15,7 @@
 //!      backup claims it; or
 //!    * its stdin reaches EOF: the daemon exited, however it died (the kernel closes the pipe
 //!      even on SIGKILL). This is immediate.
+//!
 //!    It ignores SIGINT/SIGTERM (a Ctrl-C or `systemctl stop` hits the whole group; the
 //!    daemon's graceful stop releases the addresses itself and then closes the pipe).
 //! 2. **A kernel-side lease** (see [`crate::netlink`]): addresses carry `valid_lft`, refreshed

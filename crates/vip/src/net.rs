@@ -78,7 +78,10 @@ impl VrrpSocket {
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|inner| (&*inner.get_ref()).read(buf)) {
+            match guard.try_io(|inner| {
+                let mut s: &Socket = inner.get_ref();
+                s.read(buf)
+            }) {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }
@@ -178,7 +181,10 @@ impl ArpSocket {
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
-            match guard.try_io(|inner| (&*inner.get_ref()).read(buf)) {
+            match guard.try_io(|inner| {
+                let mut s: &Socket = inner.get_ref();
+                s.read(buf)
+            }) {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }

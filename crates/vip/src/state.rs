@@ -204,6 +204,7 @@ pub struct Instance {
     adver_at: Option<Instant>,
     preempt_since: Option<Instant>,
     claim: Option<u64>,
+    claim_reason: Reason,
     next_claim: u64,
     master: Option<Ipv4Addr>,
     master_priority: u8,
@@ -224,6 +225,7 @@ impl Instance {
             adver_at: None,
             preempt_since: None,
             claim: None,
+            claim_reason: Reason::MasterDown,
             next_claim: 1,
             master: None,
             master_priority: 0,
@@ -337,7 +339,7 @@ impl Instance {
             Event::ClaimGranted(id) => {
                 if self.claim == Some(id) && self.state == State::Backup {
                     self.claim = None;
-                    self.become_master(now, Reason::MasterDown, &mut out);
+                    self.become_master(now, self.claim_reason, &mut out);
                 }
             }
             Event::ClaimDenied { id, retry_after } => {
@@ -358,7 +360,7 @@ impl Instance {
                         // Let a backup that still reaches the witness take over at once.
                         out.push(Action::SendAdvert { priority: 0 });
                     }
-                    self.to_backup(now, reason, &mut out);
+                    self.step_down(now, reason, &mut out);
                 }
             }
         }
@@ -396,6 +398,7 @@ impl Instance {
                         let id = self.next_claim;
                         self.next_claim += 1;
                         self.claim = Some(id);
+                        self.claim_reason = reason;
                         out.push(Action::AskClaim(id));
                     } else {
                         self.become_master(now, reason, out);
@@ -495,7 +498,7 @@ impl Instance {
         self.goto(State::Master, reason, out);
     }
 
-    fn to_backup(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
+    fn step_down(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
         self.adver_at = None;
         self.master = None;
         self.master_priority = 0;

@@ -113,3 +113,9 @@ pub fn missing_caps() -> Vec<&'static str> {
     }
     out
 }
+
+/// Lock current and future memory so that page faults never delay an advert (best effort).
+pub fn lock_memory() -> io::Result<()> {
+    use nix::sys::mman::{MlockAllFlags, mlockall};
+    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(io::Error::from)
+}
