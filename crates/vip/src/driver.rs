@@ -107,6 +107,7 @@ pub async fn run_instance(
         preempt_delay: cfg.preempt_delay,
         primary,
         claim_gate: cfg.arp_probe.is_some() || !cfg.witness.is_empty(),
+        claim_lead: cfg.arp_probe.unwrap_or(Duration::ZERO),
     };
     // The instance's own interface is an implicit weight-0 tracker: no carrier, no master.
     let mut tracks = cfg.tracks.clone();

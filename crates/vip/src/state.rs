@@ -83,6 +83,10 @@ pub struct Params {
     pub primary: Ipv4Addr,
     /// Whether becoming master needs a [`Event::ClaimGranted`] (ARP probe / witness).
     pub claim_gate: bool,
+    /// How long before the down timer the claim checks start (the ARP probe's wait), so
+    /// that they add nothing to the takeover time when the master is really gone. Any
+    /// advert arriving meanwhile cancels the claim.
+    pub claim_lead: Duration,
 }
 
 /// Inputs.
@@ -204,7 +208,7 @@ pub struct Instance {
     adver_at: Option<Instant>,
     preempt_since: Option<Instant>,
     claim: Option<u64>,
-    claim_reason: Reason,
+    claim_granted: bool,
     next_claim: u64,
     master: Option<Ipv4Addr>,
     master_priority: u8,
@@ -225,7 +229,7 @@ impl Instance {
             adver_at: None,
             preempt_since: None,
             claim: None,
-            claim_reason: Reason::MasterDown,
+            claim_granted: false,
             next_claim: 1,
             master: None,
             master_priority: 0,
@@ -283,7 +287,21 @@ impl Instance {
 
     /// The next deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.down_at, self.adver_at) {
+        let down = if self.params.claim_gate && self.state == State::Backup {
+            match (self.claim, self.claim_granted) {
+                // Start the claim checks `claim_lead` early.
+                (None, _) => self
+                    .down_at
+                    .map(|d| d.checked_sub(self.params.claim_lead).unwrap_or(d)),
+                // Granted early: take over when the down timer really expires.
+                (Some(_), true) => self.down_at,
+                // Waiting for the driver's answer (it always answers, bounded in time).
+                (Some(_), false) => None,
+            }
+        } else {
+            self.down_at
+        };
+        match (down, self.adver_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -338,14 +356,19 @@ impl Instance {
             }
             Event::ClaimGranted(id) => {
                 if self.claim == Some(id) && self.state == State::Backup {
-                    self.claim = None;
-                    self.become_master(now, self.claim_reason, &mut out);
+                    if self.down_at.is_none_or(|d| now >= d) {
+                        self.become_master(now, self.claim_reason(), &mut out);
+                    } else {
+                        self.claim_granted = true;
+                    }
                 }
             }
             Event::ClaimDenied { id, retry_after } => {
                 if self.claim == Some(id) && self.state == State::Backup {
                     self.claim = None;
-                    self.down_at = Some(now + retry_after);
+                    self.claim_granted = false;
+                    let retry = now + retry_after;
+                    self.down_at = Some(self.down_at.map_or(retry, |d| d.max(retry)));
                 }
             }
             Event::Fenced | Event::QuorumLost => {
@@ -378,6 +401,7 @@ impl Instance {
             self.master_adver_cs = self.params.interval_cs;
             self.master = None;
             self.claim = None;
+            self.claim_granted = false;
             self.adver_at = None;
             self.down_at = Some(now + self.master_down());
             self.goto(State::Backup, reason, out);
@@ -387,22 +411,19 @@ impl Instance {
     fn on_timer(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.state {
             State::Backup => {
-                if self.down_at.is_some_and(|t| now >= t) {
-                    self.down_at = None;
-                    let reason = if self.master_priority == 0 && self.master.is_some() {
-                        Reason::MasterResigned
-                    } else {
-                        Reason::MasterDown
-                    };
-                    if self.params.claim_gate {
+                let Some(down) = self.down_at else { return };
+                if self.params.claim_gate {
+                    if self.claim.is_none() && now + self.params.claim_lead >= down {
                         let id = self.next_claim;
                         self.next_claim += 1;
                         self.claim = Some(id);
-                        self.claim_reason = reason;
+                        self.claim_granted = false;
                         out.push(Action::AskClaim(id));
-                    } else {
-                        self.become_master(now, reason, out);
+                    } else if self.claim.is_some() && self.claim_granted && now >= down {
+                        self.become_master(now, self.claim_reason(), out);
                     }
+                } else if now >= down {
+                    self.become_master(now, self.claim_reason(), out);
                 }
             }
             State::Master => {
@@ -439,6 +460,7 @@ impl Instance {
                     self.master_priority = 0;
                     self.preempt_since = None;
                     self.claim = None;
+                    self.claim_granted = false;
                     self.down_at = Some(now + self.skew());
                     return;
                 }
@@ -457,6 +479,7 @@ impl Instance {
                     self.master = Some(from);
                     self.master_priority = priority;
                     self.claim = None;
+                    self.claim_granted = false;
                     self.down_at = Some(now + self.master_down());
                 }
             }
@@ -484,6 +507,14 @@ impl Instance {
         }
     }
 
+    fn claim_reason(&self) -> Reason {
+        if self.master_priority == 0 && self.master.is_some() {
+            Reason::MasterResigned
+        } else {
+            Reason::MasterDown
+        }
+    }
+
     fn become_master(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
         out.push(Action::SendAdvert {
             priority: self.priority,
@@ -492,6 +523,7 @@ impl Instance {
         out.push(Action::SendGarp);
         self.down_at = None;
         self.claim = None;
+        self.claim_granted = false;
         self.preempt_since = None;
         self.master = None;
         self.adver_at = Some(now + self.advert_interval());
@@ -511,6 +543,7 @@ impl Instance {
         self.down_at = None;
         self.adver_at = None;
         self.claim = None;
+        self.claim_granted = false;
     }
 
     fn goto(&mut self, to: State, reason: Reason, out: &mut Vec<Action>) {
@@ -539,6 +572,7 @@ mod tests {
             preempt_delay: Duration::ZERO,
             primary: Ipv4Addr::new(10, 0, 0, last),
             claim_gate: false,
+            claim_lead: Duration::ZERO,
         }
     }
 
@@ -800,6 +834,48 @@ mod tests {
     }
 
     #[test]
+    fn claim_starts_early_and_takes_over_on_time() {
+        let t0 = Instant::now();
+        let lead = ms(50);
+        let mut i = Instance::new(Params {
+            claim_gate: true,
+            claim_lead: lead,
+            ..params(100, 2)
+        });
+        i.on_event(t0, Event::Startup);
+        let down = t0 + i.master_down();
+        assert_eq!(i.poll_timeout(), Some(down - lead));
+        assert_eq!(
+            i.on_event(down - lead, Event::Timer),
+            vec![Action::AskClaim(1)]
+        );
+        // Granted early: nothing happens until the down timer really expires.
+        assert!(i.on_event(down - ms(40), Event::ClaimGranted(1)).is_empty());
+        assert_eq!(i.poll_timeout(), Some(down));
+        let a = i.on_event(down, Event::Timer);
+        assert_eq!(transitions(&a), vec![State::Master]);
+        // An advert arriving during the lead cancels the claim.
+        let mut j = Instance::new(Params {
+            claim_gate: true,
+            claim_lead: lead,
+            ..params(100, 2)
+        });
+        j.on_event(t0, Event::Startup);
+        j.on_event(down - lead, Event::Timer);
+        j.on_event(
+            down - ms(10),
+            Event::Advert {
+                from: Ipv4Addr::new(10, 0, 0, 1),
+                priority: 200,
+                interval_cs: 100,
+            },
+        );
+        assert!(j.on_event(down - ms(5), Event::ClaimGranted(1)).is_empty());
+        assert!(j.on_event(down, Event::Timer).is_empty());
+        assert_eq!(j.state(), State::Backup);
+    }
+
+    #[test]
     fn fault_and_shutdown() {
         let t0 = Instant::now();
         let mut i = Instance::new(params(255, 1));
@@ -845,11 +921,13 @@ mod tests {
             Instance::new(Params {
                 interval_cs,
                 claim_gate: gate,
+                claim_lead: ms(5),
                 ..params(prios.0, 1)
             }),
             Instance::new(Params {
                 interval_cs,
                 claim_gate: gate,
+                claim_lead: ms(5),
                 ..params(prios.1, 2)
             }),
         ];
@@ -919,10 +997,14 @@ mod tests {
                                 inflight.push((now + d, 1 - n, n, priority));
                             }
                             Action::AskClaim(id) => {
-                                nodes[n].on_event(now, Event::ClaimGranted(id));
-                                let d = ms(u64::from(delays[k % delays.len()]));
-                                k += 1;
-                                inflight.push((now + d, 1 - n, n, nodes[n].priority()));
+                                let acts = nodes[n].on_event(now, Event::ClaimGranted(id));
+                                for a in acts {
+                                    if let Action::SendAdvert { priority } = a {
+                                        let d = ms(u64::from(delays[k % delays.len()]));
+                                        k += 1;
+                                        inflight.push((now + d, 1 - n, n, priority));
+                                    }
+                                }
                             }
                             _ => {}
                         }
