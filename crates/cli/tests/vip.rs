@@ -454,3 +454,24 @@ fn missing_capabilities_are_named() {
     assert!(err.contains("missing: CAP_NET_ADMIN, CAP_NET_RAW"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn unicast_peers_work_without_multicast() {
+    let tb = Testbed::new(2).unwrap();
+    let (h1, h2) = (tb.host(0).clone(), tb.host(1).clone());
+    // Multicast adverts are dropped everywhere: only unicast can keep the group together.
+    for h in [&h1, &h2] {
+        tb.iptables(h, &["-A", "INPUT", "-d", "224.0.0.18", "-j", "DROP"])
+            .unwrap();
+    }
+    let peers = |p: &Host| format!("unicast_peers = [\"{}\"]", p.ip);
+    let mut a = start(&tb, &h1, "a", &config(&tb, &h1, 200, "", &peers(&h2)));
+    let b = start(&tb, &h2, "b", &config(&tb, &h2, 100, "", &peers(&h1)));
+    wait_holder(&tb, Some(0), Duration::from_secs(10), &[&a, &b]);
+    let watch = tb.watch_holders(vip(&tb)).unwrap();
+    pause(Duration::from_secs(1));
+    assert_eq!(watch.stop().unwrap().max_holders(), 1, "{}", b.log());
+    assert_eq!(instance(&status(&tb, &h2))["master"], h1.ip.to_string());
+    a.kill9().unwrap();
+    wait_holder(&tb, Some(1), Duration::from_secs(5), &[&b]);
+}

@@ -135,7 +135,11 @@ fn transitions(which: Impl, log: &str) -> usize {
     log.lines()
         .filter(|l| match which {
             Impl::Hastack => l.contains("state change"),
-            Impl::Keepalived => l.contains("Entering MASTER STATE") || l.contains("Entering BACKUP STATE") || l.contains("Entering FAULT STATE"),
+            Impl::Keepalived => {
+                l.contains("Entering MASTER STATE")
+                    || l.contains("Entering BACKUP STATE")
+                    || l.contains("Entering FAULT STATE")
+            }
         })
         .count()
 }
@@ -147,8 +151,16 @@ fn outage(o: &Opts, which: Impl, ms: u64, graceful: bool) -> Option<Duration> {
     let a = start(&tb, o, which, &h1, 200, ms);
     let settle = Duration::from_millis((ms * 5).max(300));
     let first = Duration::from_millis(ms * 4 + 10_000);
-    if wait_until("h1 master", first, || tb.holders(vip(&tb)).unwrap() == vec![0]).is_err() {
-        eprintln!("{} {ms}ms: h1 never became master\n{}", which.name(), a.log());
+    if wait_until("h1 master", first, || {
+        tb.holders(vip(&tb)).unwrap() == vec![0]
+    })
+    .is_err()
+    {
+        eprintln!(
+            "{} {ms}ms: h1 never became master\n{}",
+            which.name(),
+            a.log()
+        );
         return None;
     }
     let b = start(&tb, o, which, &h2, 100, ms);
@@ -216,7 +228,9 @@ fn median(v: &mut [Duration]) -> Option<Duration> {
 }
 
 fn fmt_ms(d: Option<Duration>) -> String {
-    d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+    d.map_or("-".into(), |d| {
+        format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+    })
 }
 
 fn steal() -> (u64, u64) {
@@ -238,7 +252,10 @@ fn main() {
     let (s0, t0) = steal();
     let mut rows = Vec::new();
     for &ms in &o.intervals {
-        for (graceful, label) in [(false, "hard (bridge port down)"), (true, "graceful (SIGTERM)")] {
+        for (graceful, label) in [
+            (false, "hard (bridge port down)"),
+            (true, "graceful (SIGTERM)"),
+        ] {
             let mut res = [Vec::new(), Vec::new()];
             for rep in 0..o.repeats {
                 for (k, which) in [Impl::Hastack, Impl::Keepalived].into_iter().enumerate() {
@@ -278,7 +295,9 @@ fn main() {
     } else {
         0.0
     };
-    println!("Client-observed outage (largest gap between 10 ms ping replies), median of runs (runs in brackets), priority 200 master vs 100 backup, VRRPv3, same namespace topology:\n");
+    println!(
+        "Client-observed outage (largest gap between 10 ms ping replies), median of runs (runs in brackets), priority 200 master vs 100 backup, VRRPv3, same namespace topology:\n"
+    );
     println!("| advert | failure | hastack vip | keepalived 2.2 | hastack / keepalived |");
     println!("|---|---|---|---|---|");
     for r in rows {

@@ -260,7 +260,10 @@ pub async fn run_instance(
             Some((id, verdict)) = claim_rx.recv() => {
                 let verdict = d.arp_verdict(verdict);
                 let ev = match verdict {
-                    Ok(()) => Event::ClaimGranted(id),
+                    Ok(()) => {
+                        debug!(instance = %d.cfg.name, id, "claim granted");
+                        Event::ClaimGranted(id)
+                    }
                     Err(retry_after) => {
                         debug!(instance = %d.cfg.name, retry_ms = retry_after.as_millis(), "claim denied");
                         Event::ClaimDenied { id, retry_after }
@@ -510,6 +513,7 @@ impl Driver {
 
     fn start_claim(&mut self, id: u64) {
         let now = Instant::now();
+        debug!(instance = %self.cfg.name, id, "claim checks started");
         self.claim_started = Some(now);
         if let Some(arp) = &self.arp
             && self.cfg.arp_probe.is_some()

@@ -68,6 +68,19 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// The same error, its message prefixed with `what`.
+    #[must_use]
+    pub fn context(self, what: &str) -> Error {
+        match self {
+            Error::Privilege(m) => Error::Privilege(format!("{what}: {m}")),
+            Error::Netlink(m) => Error::Netlink(format!("{what}: {m}")),
+            Error::Io(m) => Error::Io(format!("{what}: {m}")),
+            Error::Config(m) => Error::Config(format!("{what}: {m}")),
+        }
+    }
+}
+
 /// How the daemon starts its guard process.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -169,10 +182,15 @@ pub async fn run(
         fence_txs.insert(id, tx);
         let sh = shared.clone();
         let t = inner.clone();
-        tasks.spawn(async move { driver::run_instance(id, inst, sh, rx, t).await });
+        tasks.spawn(async move {
+            let name = inst.name.clone();
+            driver::run_instance(id, inst, sh, rx, t)
+                .await
+                .map_err(|e| e.context(&format!("instance {name}")))
+        });
     }
     if let Some(mut ev) = guard_events.take() {
-        let stop = shutdown.clone();
+        let stop = inner.clone();
         tokio::spawn(async move {
             while let Some(e) = ev.recv().await {
                 match e {
