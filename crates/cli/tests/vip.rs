@@ -108,6 +108,16 @@ fn failover_on_master_death_and_preemption_back() {
     let st = status(&tb, &h2);
     assert_eq!(instance(&st)["state"], "backup", "{st}");
     assert_eq!(instance(&st)["master"], h1.ip.to_string(), "{st}");
+    let metrics = tb
+        .exec(&h1, &["curl", "-s", "-m", "2", "http://127.0.0.1:9400/metrics"])
+        .unwrap();
+    for want in [
+        "hastack_vip_state{instance=\"web\",state=\"master\"} 1",
+        "hastack_vip_master{instance=\"web\",address=\"10.99.0.1\"} 1",
+        "hastack_vip_adverts_sent_total{instance=\"web\"}",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
 
     let probe = tb.probe(vip(&tb), Duration::from_millis(10)).unwrap();
     pause(Duration::from_millis(300));
