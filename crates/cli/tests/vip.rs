@@ -109,7 +109,10 @@ fn failover_on_master_death_and_preemption_back() {
     assert_eq!(instance(&st)["state"], "backup", "{st}");
     assert_eq!(instance(&st)["master"], h1.ip.to_string(), "{st}");
     let metrics = tb
-        .exec(&h1, &["curl", "-s", "-m", "2", "http://127.0.0.1:9400/metrics"])
+        .exec(
+            &h1,
+            &["curl", "-s", "-m", "2", "http://127.0.0.1:9400/metrics"],
+        )
         .unwrap();
     for want in [
         "hastack_vip_state{instance=\"web\",state=\"master\"} 1",

@@ -19,7 +19,7 @@
 //! * Faults: [`Testbed::link_down`] / [`Testbed::link_up`] (the host's bridge port),
 //!   [`Testbed::drop_proto`] (one-way iptables drops, e.g. VRRP = protocol 112),
 //!   [`Testbed::partition`] (symmetric A<->B), [`Testbed::block_from`] (one-way A->B),
-//!   [`Testbed::isolate`], [`Testbed::heal`].
+//!   [`Testbed::partition_groups`], [`Testbed::isolate`], [`Testbed::heal`].
 //! * Measurement: [`Testbed::probe`] pings an address from the client every ~10 ms and records
 //!   reply times ([`ProbeReport::largest_gap`] = client-visible outage);
 //!   [`Testbed::watch_holders`] samples which hosts currently own an address (to prove "never
@@ -443,6 +443,22 @@ impl Testbed {
             let peer = y.ip.to_string();
             self.iptables(x, &["-A", "INPUT", "-s", &peer, "-j", "DROP"])?;
             self.iptables(x, &["-A", "OUTPUT", "-d", &peer, "-j", "DROP"])?;
+        }
+        Ok(())
+    }
+
+    /// Split the hosts into groups that cannot reach each other (symmetric drops between
+    /// every pair of hosts in different groups); hosts within a group, and the client,
+    /// are unaffected.
+    pub fn partition_groups(&self, groups: &[&[&Host]]) -> Result<()> {
+        for (i, g) in groups.iter().enumerate() {
+            for other in &groups[i + 1..] {
+                for a in *g {
+                    for b in *other {
+                        self.partition(a, b)?;
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -57,7 +57,12 @@ fn parse_args() -> Opts {
         stress_intervals: vec![20, 10],
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let list = |s: &str| s.split(',').map(|x| x.trim().parse().unwrap()).collect();
+    let list = |s: &str| {
+        s.split(',')
+            .filter(|x| !x.trim().is_empty() && x.trim() != "none")
+            .map(|x| x.trim().parse().unwrap())
+            .collect()
+    };
     let mut i = 0;
     while i + 1 < args.len() {
         let v = &args[i + 1];
@@ -216,6 +221,14 @@ fn stress(o: &Opts, which: Impl, ms: u64) -> Option<usize> {
     let _ = s.wait();
     pause(Duration::from_millis(200));
     let after = transitions(which, &a.log()) + transitions(which, &b.log());
+    if std::env::var_os("VIP_BENCH_LOGS").is_some() {
+        eprintln!(
+            "--- {} h1 ---\n{}\n--- h2 ---\n{}",
+            which.name(),
+            a.log(),
+            b.log()
+        );
+    }
     Some(after - before)
 }
 

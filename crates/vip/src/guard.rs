@@ -32,6 +32,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -218,12 +219,25 @@ pub async fn run_guard() -> Result<(), Error> {
             tokio::spawn(async move { while s.recv().await.is_some() {} });
         }
     }
-    let mut out = tokio::io::stdout();
+    // The pipes are registered with the reactor directly (non-blocking), not read through
+    // tokio's stdin/stdout, which use helper threads: threads created after
+    // SCHED_RESET_ON_FORK run at normal priority, and a starved reader thread would delay
+    // the beats until the guard fenced a healthy daemon.
+    let dup = |fd: std::os::fd::BorrowedFd<'_>, what: &str| {
+        fd.try_clone_to_owned()
+            .map_err(|e| Error::Io(format!("guard: dup {what}: {e}")))
+    };
+    let stdin = dup(std::io::stdin().as_fd(), "stdin")?;
+    let stdout = dup(std::io::stdout().as_fd(), "stdout")?;
+    let input = tokio::net::unix::pipe::Receiver::from_owned_fd(stdin)
+        .map_err(|e| Error::Io(format!("guard: stdin must be a pipe: {e}")))?;
+    let mut out = tokio::net::unix::pipe::Sender::from_owned_fd(stdout)
+        .map_err(|e| Error::Io(format!("guard: stdout must be a pipe: {e}")))?;
     out.write_all(b"ready\n")
         .await
         .map_err(|e| Error::Io(format!("guard stdout: {e}")))?;
     out.flush().await.ok();
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = BufReader::new(input).lines();
     let mut held: HashMap<u32, Held> = HashMap::new();
     loop {
         let next = held.values().map(|h| h.last + h.timeout).min();
