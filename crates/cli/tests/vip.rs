@@ -488,3 +488,48 @@ fn unicast_peers_work_without_multicast() {
     a.kill9().unwrap();
     wait_holder(&tb, Some(1), Duration::from_secs(5), &[&b]);
 }
+
+#[test]
+fn arp_conflict_delays_the_claim_then_is_resolved_with_garp() {
+    let tb = Testbed::new(2).unwrap();
+    let (h1, h2) = (tb.host(0).clone(), tb.host(1).clone());
+    // A host that answers for the VIP without speaking VRRP (a misconfigured box, or a
+    // master we cannot hear).
+    let cidr = format!("{}/24", vip(&tb));
+    tb.exec(&h2, &["ip", "addr", "add", &cidr, "dev", "eth0"])
+        .unwrap();
+    let a = start(&tb, &h1, "a", &config(&tb, &h1, 100, "", ""));
+    // The probe hears h2: no claim at the first Master_Down_Interval (~360 ms)...
+    pause(Duration::from_millis(500));
+    assert_eq!(tb.holders(vip(&tb)).unwrap(), vec![1], "{}", a.log());
+    // ...but a holder that never advertises is not waited for forever (2 x MDI).
+    wait_until("h1 to claim despite the conflict", Duration::from_secs(5), || {
+        tb.holds(&h1, vip(&tb)).unwrap()
+    })
+    .unwrap();
+    assert!(a.log().contains("in use elsewhere"), "{}", a.log());
+    assert!(a.log().contains("taking it over"), "{}", a.log());
+    // The intruder goes away; h1 re-announces and the client's ARP entry points at h1.
+    tb.exec(&h2, &["ip", "addr", "del", &cidr, "dev", "eth0"])
+        .unwrap();
+    wait_until("conflict over", Duration::from_secs(5), || {
+        a.log().contains("conflict over")
+    })
+    .unwrap();
+    tb.exec(
+        tb.client(),
+        &["ping", "-c", "1", "-W", "2", &vip(&tb).to_string()],
+    )
+    .unwrap();
+    let h1_mac = tb
+        .exec(&h1, &["cat", "/sys/class/net/eth0/address"])
+        .unwrap();
+    let neigh = tb
+        .exec(tb.client(), &["ip", "neigh", "show", &vip(&tb).to_string()])
+        .unwrap();
+    assert!(
+        neigh.contains(h1_mac.trim()),
+        "client ARP entry {neigh:?} does not point at h1 ({})",
+        h1_mac.trim()
+    );
+}

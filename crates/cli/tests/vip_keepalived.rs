@@ -14,6 +14,17 @@ fn vip(tb: &Testbed) -> Ipv4Addr {
 }
 
 fn start_hastack(tb: &Testbed, host: &Host, name: &str, priority: u8) -> Proc {
+    start_hastack_v(tb, host, name, priority, 3, "100ms")
+}
+
+fn start_hastack_v(
+    tb: &Testbed,
+    host: &Host,
+    name: &str,
+    priority: u8,
+    version: u8,
+    interval: &str,
+) -> Proc {
     let toml = format!(
         r#"[vip]
 state_dir = "{dir}/state-{name}"
@@ -23,7 +34,8 @@ name = "web"
 interface = "eth0"
 vrid = {VRID}
 priority = {priority}
-advert_interval = "100ms"
+advert_interval = "{interval}"
+version = {version}
 addresses = ["{vip}/24"]
 "#,
         dir = tb.dir().display(),
@@ -47,10 +59,21 @@ addresses = ["{vip}/24"]
 }
 
 fn start_keepalived(tb: &Testbed, host: &Host, name: &str, priority: u8) -> Proc {
+    start_keepalived_v(tb, host, name, priority, 3, "0.1")
+}
+
+fn start_keepalived_v(
+    tb: &Testbed,
+    host: &Host,
+    name: &str,
+    priority: u8,
+    version: u8,
+    advert: &str,
+) -> Proc {
     let conf = format!(
         r#"global_defs {{
   router_id {name}
-  vrrp_version 3
+  vrrp_version {version}
   vrrp_garp_master_delay 1
   script_user root
   enable_script_security
@@ -60,7 +83,7 @@ vrrp_instance VI_1 {{
   interface eth0
   virtual_router_id {VRID}
   priority {priority}
-  advert_int 0.1
+  advert_int {advert}
   virtual_ipaddress {{
     {vip}/24 dev eth0
   }}
@@ -175,4 +198,27 @@ fn interop_with_keepalived_both_directions() {
     wait_holder(&tb, Some(0), Duration::from_secs(10), &[&hs2, &ka]);
     ka.term().unwrap();
     wait_holder(&tb, Some(1), Duration::from_secs(3), &[&hs2, &ka]);
+}
+
+#[test]
+fn interop_with_keepalived_vrrp_v2() {
+    assert!(
+        which("keepalived").is_some(),
+        "keepalived is not installed: apt-get install -y keepalived"
+    );
+    let tb = Testbed::new(2).unwrap();
+    let (h1, h2) = (tb.host(0).clone(), tb.host(1).clone());
+    // VRRPv2 counts whole seconds: 1 s adverts, Master_Down_Interval ~3.6 s.
+    let ka = start_keepalived_v(&tb, &h1, "ka", 150, 2, "1");
+    wait_holder(&tb, Some(0), Duration::from_secs(10), &[&ka]);
+    let hs = start_hastack_v(&tb, &h2, "hastack", 100, 2, "1s");
+    let watch = tb.watch_holders(vip(&tb)).unwrap();
+    pause(Duration::from_secs(4));
+    let r = watch.stop().unwrap();
+    assert_eq!(r.max_holders(), 1, "hastack did not accept keepalived's v2 adverts\n{}", hs.log());
+    tb.link_down(&h1).unwrap();
+    wait_holder(&tb, Some(1), Duration::from_secs(8), &[&hs, &ka]);
+    // keepalived comes back, accepts our v2 adverts, and preempts with its higher priority.
+    tb.link_up(&h1).unwrap();
+    wait_holder(&tb, Some(0), Duration::from_secs(10), &[&hs, &ka]);
 }

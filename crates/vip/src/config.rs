@@ -702,7 +702,7 @@ fn validate_instance(
                     );
                 } else if let Some(peer) = peer_max {
                     let lowered = prio_v.saturating_sub(tc.weight).max(1);
-                    if lowered > peer || (it.preempt == Some(false) && lowered >= 1) {
+                    if lowered > peer {
                         warns.warning(
                             src,
                             &tp.key("weight"),
