@@ -503,9 +503,11 @@ fn arp_conflict_delays_the_claim_then_is_resolved_with_garp() {
     pause(Duration::from_millis(500));
     assert_eq!(tb.holders(vip(&tb)).unwrap(), vec![1], "{}", a.log());
     // ...but a holder that never advertises is not waited for forever (2 x MDI).
-    wait_until("h1 to claim despite the conflict", Duration::from_secs(5), || {
-        tb.holds(&h1, vip(&tb)).unwrap()
-    })
+    wait_until(
+        "h1 to claim despite the conflict",
+        Duration::from_secs(5),
+        || tb.holds(&h1, vip(&tb)).unwrap(),
+    )
     .unwrap();
     assert!(a.log().contains("in use elsewhere"), "{}", a.log());
     assert!(a.log().contains("taking it over"), "{}", a.log());

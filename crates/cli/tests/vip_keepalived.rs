@@ -215,7 +215,12 @@ fn interop_with_keepalived_vrrp_v2() {
     let watch = tb.watch_holders(vip(&tb)).unwrap();
     pause(Duration::from_secs(4));
     let r = watch.stop().unwrap();
-    assert_eq!(r.max_holders(), 1, "hastack did not accept keepalived's v2 adverts\n{}", hs.log());
+    assert_eq!(
+        r.max_holders(),
+        1,
+        "hastack did not accept keepalived's v2 adverts\n{}",
+        hs.log()
+    );
     tb.link_down(&h1).unwrap();
     wait_holder(&tb, Some(1), Duration::from_secs(8), &[&hs, &ka]);
     // keepalived comes back, accepts our v2 adverts, and preempts with its higher priority.
