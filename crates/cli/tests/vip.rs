@@ -135,9 +135,11 @@ fn failover_on_master_death_and_preemption_back() {
         "the client never reached the VIP on the backup"
     );
 
-    // h1 comes back with the higher priority and preempts.
+    // h1 comes back with the higher priority and preempts (h2 answering ARP for the VIP
+    // until it hears h1 is expected, not a conflict to wait out).
     tb.link_up(&h1).unwrap();
     wait_holder(&tb, Some(0), Duration::from_secs(10), &[&a, &b]);
+    assert!(!a.log().contains("keeps answering"), "{}", a.log());
     let st = status(&tb, &h2);
     assert_eq!(instance(&st)["state"], "backup", "{st}");
     tb.exec(

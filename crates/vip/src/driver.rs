@@ -68,6 +68,7 @@ struct Driver {
     witness_fail_rounds: u32,
     witness_inflight: bool,
     claim_started: Option<Instant>,
+    claim_preempting: bool,
     conflict_first: Option<Instant>,
     conflict_last: Option<Instant>,
     last_garp: Option<Instant>,
@@ -180,6 +181,7 @@ pub async fn run_instance(
         witness_fail_rounds: 0,
         witness_inflight: false,
         claim_started: None,
+        claim_preempting: false,
         conflict_first: None,
         conflict_last: None,
         last_garp: None,
@@ -513,7 +515,8 @@ impl Driver {
 
     fn start_claim(&mut self, id: u64) {
         let now = Instant::now();
-        debug!(instance = %self.cfg.name, id, "claim checks started");
+        self.claim_preempting = self.machine.preempting(now);
+        debug!(instance = %self.cfg.name, id, preempting = self.claim_preempting, "claim checks started");
         self.claim_started = Some(now);
         if let Some(arp) = &self.arp
             && self.cfg.arp_probe.is_some()
@@ -549,6 +552,11 @@ impl Driver {
     /// Combine the witness verdict with what the ARP probe heard.
     fn arp_verdict(&mut self, verdict: Result<(), Duration>) -> Result<(), Duration> {
         verdict?;
+        if self.claim_preempting {
+            // The lower-priority master's host answers for the address until it hears our
+            // advert and steps down: expected, not a conflict.
+            return Ok(());
+        }
         let (Some(started), Some(last)) = (self.claim_started, self.conflict_last) else {
             return Ok(());
         };

@@ -212,6 +212,7 @@ pub struct Instance {
     next_claim: u64,
     master: Option<Ipv4Addr>,
     master_priority: u8,
+    lower_master_seen: Option<Instant>,
 }
 
 impl Instance {
@@ -233,6 +234,7 @@ impl Instance {
             next_claim: 1,
             master: None,
             master_priority: 0,
+            lower_master_seen: None,
         }
     }
 
@@ -263,6 +265,16 @@ impl Instance {
     /// Priority of the master we follow (backup only).
     pub fn master_priority(&self) -> Option<u8> {
         (self.state == State::Backup && self.master.is_some()).then_some(self.master_priority)
+    }
+
+    /// Whether a claim made now would preempt a live lower-priority master (heard within one
+    /// Master_Down_Interval). Its host legitimately answers ARP for the address until it
+    /// hears our first advert, so the driver must not treat that as a conflict.
+    pub fn preempting(&self, now: Instant) -> bool {
+        self.state == State::Backup
+            && self
+                .lower_master_seen
+                .is_some_and(|t| now.saturating_duration_since(t) < self.master_down())
     }
 
     /// Whether a claim is being checked.
@@ -471,6 +483,9 @@ impl Instance {
                 };
                 if priority >= self.priority {
                     self.preempt_since = None;
+                    self.lower_master_seen = None;
+                } else if self.params.preempt {
+                    self.lower_master_seen = Some(now);
                 }
                 if honour {
                     if self.params.version == Version::V3 {
@@ -525,6 +540,7 @@ impl Instance {
         self.claim = None;
         self.claim_granted = false;
         self.preempt_since = None;
+        self.lower_master_seen = None;
         self.master = None;
         self.adver_at = Some(now + self.advert_interval());
         self.goto(State::Master, reason, out);
@@ -767,6 +783,24 @@ mod tests {
             );
         }
         assert_eq!(i.state(), State::Backup);
+    }
+
+    #[test]
+    fn preemption_is_flagged_for_the_claim() {
+        let t0 = Instant::now();
+        let mut i = Instance::new(params(200, 2));
+        i.on_event(t0, Event::Startup);
+        assert!(!i.preempting(t0));
+        i.on_event(
+            t0,
+            Event::Advert {
+                from: Ipv4Addr::new(10, 0, 0, 1),
+                priority: 100,
+                interval_cs: 100,
+            },
+        );
+        assert!(i.preempting(t0 + ms(100)));
+        assert!(!i.preempting(t0 + i.master_down() + ms(1)));
     }
 
     #[test]
