@@ -68,3 +68,41 @@ fn parallel_testbeds_do_not_collide() {
     )
     .unwrap();
 }
+
+/// Without root the testbed refuses loudly (never skips): re-run this test binary as
+/// `nobody` and check the error it reports.
+#[test]
+fn fails_loudly_without_root() {
+    if std::env::var_os("HSTB_EXPECT_NOT_ROOT").is_some() {
+        let e = Testbed::new(1).unwrap_err();
+        assert!(matches!(e, hastack_testbed::TestbedError::NotRoot), "{e}");
+        println!("NOT-ROOT-REFUSED: {e}");
+        return;
+    }
+    hastack_testbed::preflight().expect("this test starts as root and drops to nobody");
+    // Copy the binary somewhere `nobody` can execute it (the checkout may be under /root).
+    let dir = std::env::temp_dir().join(format!("hstb-notroot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("self-test");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    for p in [&dir, &exe] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args(["--exact", "fails_loudly_without_root", "--nocapture"])
+        .env("HSTB_EXPECT_NOT_ROOT", "1")
+        .output()
+        .expect("setpriv (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("NOT-ROOT-REFUSED"), "{text}");
+    assert!(text.contains("needs root"), "{text}");
+}
