@@ -36,6 +36,27 @@
 //!
 //! The API is synchronous (plain threads): tests and benchmarks drive it from ordinary
 //! `#[test]` functions, never from an async runtime thread.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hastack_testbed::{Direction, Testbed, pause};
+//!
+//! # fn main() -> Result<(), hastack_testbed::TestbedError> {
+//! let tb = Testbed::new(2)?; // h1 = 10.99.0.1, h2 = 10.99.0.2, client = 10.99.0.100
+//! let (h1, h2) = (tb.host(0).clone(), tb.host(1).clone());
+//! let server = tb.spawn(&h1, "server", &["hastack", "app", "--listen", "10.99.0.1:8080"])?;
+//! let probe = tb.probe(h1.ip, Duration::from_millis(10))?;
+//! tb.drop_proto(&h2, Direction::In, 112)?; // one-way loss of VRRP into h2
+//! tb.partition(&h1, &h2)?;                 // symmetric partition
+//! tb.link_down(&h1)?;                      // h1 off the network
+//! pause(Duration::from_millis(500));
+//! tb.heal()?;                              // rules flushed, ports up
+//! server.stop()?;                          // SIGSTOP (and cont(), term(), kill9())
+//! let outage = probe.stop()?.largest_gap();
+//! println!("client saw {outage:?} without replies; logs in {}", tb.dir().display());
+//! # Ok(()) }
+//! ```
+//! (Everything is removed when `tb` goes out of scope.)
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -852,3 +852,42 @@ fn spawn_notify(cfg: &InstanceConfig) -> mpsc::UnboundedSender<(State, State, u8
     });
     tx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hastack_config::Source;
+
+    #[tokio::test]
+    async fn notify_hooks_run_in_order_and_are_killed_on_timeout() {
+        let dir = std::env::temp_dir().join(format!("hastack-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        // "master" sleeps past the timeout (killed before it writes); others append at once.
+        let script = format!(
+            "if [ \"$2\" = master ]; then sleep 5; fi; echo \"$1 $2 $3 $HASTACK_VIP_PREVIOUS\" >> {}",
+            out.display()
+        );
+        let text = format!(
+            "[vip]\n[[vip.instance]]\nname = \"web\"\ninterface = \"eth0\"\nvrid = 1\naddresses = [\"10.0.0.1\"]\nnotify = [\"sh\", \"-c\", {script:?}, \"notify\"]\nnotify_timeout = \"200ms\"\n"
+        );
+        let (cfg, _) = crate::config::load(&Source::parse("t.toml", text).unwrap()).unwrap();
+        let tx = spawn_notify(&cfg.instances[0]);
+        let t0 = Instant::now();
+        tx.send((State::Init, State::Backup, 100)).unwrap();
+        tx.send((State::Backup, State::Master, 100)).unwrap();
+        tx.send((State::Master, State::Fault, 100)).unwrap();
+        let mut got = String::new();
+        while t0.elapsed() < Duration::from_secs(5) {
+            got = std::fs::read_to_string(&out).unwrap_or_default();
+            if got.lines().count() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got, "web backup 100 init\nweb fault 100 master\n");
+        // The killed hook cost its timeout, not its 5 s.
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    }
+}
