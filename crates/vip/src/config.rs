@@ -515,7 +515,7 @@ fn validate_instance(
                     ),
                 );
             }
-            u16::try_from(interval.as_secs() * 100).unwrap_or(100)
+            u16::try_from(interval.as_secs().saturating_mul(100)).unwrap_or(100)
         }
     };
     let mut addresses = Vec::new();
@@ -605,7 +605,9 @@ fn validate_instance(
     } else {
         None
     };
-    let watchdog_timeout = it.watchdog_timeout.map_or(interval * 5 / 2, |d| d.0);
+    let watchdog_timeout = it
+        .watchdog_timeout
+        .map_or(interval.saturating_mul(5) / 2, |d| d.0);
     let down = crate::state::master_down_interval(version, 254, interval_cs);
     if watchdog_timeout >= down {
         warns.warning(
@@ -648,6 +650,20 @@ fn validate_instance(
         || interval.clamp(Duration::from_millis(50), Duration::from_secs(1)),
         |d| d.0,
     );
+    if witness_timeout < Duration::from_millis(1) || witness_timeout > Duration::from_secs(10) {
+        errs.error(
+            src,
+            &p.key("witness_timeout"),
+            "witness_timeout must be between \"1ms\" and \"10s\"",
+        );
+    }
+    if notify_timeout.is_zero() {
+        errs.error(
+            src,
+            &p.key("notify_timeout"),
+            "notify_timeout must be positive (a hook still running then is killed)",
+        );
+    }
     let auth = it.auth.and_then(|a| {
         let ap = p.key("auth");
         let key = match (a.key, a.key_file) {
@@ -855,7 +871,7 @@ fn validate_track(
             "interval must be at least \"10ms\"",
         );
     }
-    if timeout.is_zero() || timeout > interval.max(Duration::from_millis(10)) * 10 {
+    if timeout.is_zero() || timeout > interval.max(Duration::from_millis(10)).saturating_mul(10) {
         errs.error(
             src,
             &p.key("timeout"),
@@ -1014,6 +1030,19 @@ kind = "dns"
     fn v2_rules() {
         let text = "[vip]\n[[vip.instance]]\nname='a'\ninterface='eth0'\nvrid=1\nversion=2\nadvert_interval='100ms'\naddresses=['10.0.0.1']\n";
         let e = check(text).unwrap_err();
+        assert!(e.to_string().contains("with version 2"), "{e}");
+    }
+
+    #[test]
+    fn extreme_values_are_errors_not_panics() {
+        for v in ["\"100000000000h\"", "\"1ns\"", "\"0s\""] {
+            let text = format!(
+                "[vip]\naddress_lease = {v}\n[[vip.instance]]\nname='a'\ninterface='eth0'\nvrid=99999999999\npriority=-5\nadvert_interval={v}\nwatchdog_timeout={v}\npreempt_delay={v}\naddresses=['10.0.0.1/99', '']\nwitness_timeout={v}\n[[vip.instance.track]]\nkind='tcp'\ntarget='127.0.0.1:1'\nweight=100000\ninterval={v}\ntimeout={v}\nrise=0\n"
+            );
+            let e = check(&text).unwrap_err();
+            assert!(e.error_count() >= 5, "{e}");
+        }
+        let e = check("[vip]\n[[vip.instance]]\nname='a'\ninterface='eth0'\nvrid=1\nversion=2\nadvert_interval='100000000000h'\naddresses=['10.0.0.1']\n").unwrap_err();
         assert!(e.to_string().contains("with version 2"), "{e}");
     }
 
