@@ -542,3 +542,34 @@ fn arp_conflict_delays_the_claim_then_is_resolved_with_garp() {
         h1_mac.trim()
     );
 }
+
+#[test]
+fn a_killed_guard_is_restarted_and_still_fences() {
+    let tb = Testbed::new(2).unwrap();
+    let (h1, h2) = (tb.host(0).clone(), tb.host(1).clone());
+    let a = start(&tb, &h1, "a", &config(&tb, &h1, 200, "", ""));
+    let b = start(&tb, &h2, "b", &config(&tb, &h2, 100, "", ""));
+    wait_holder(&tb, Some(0), Duration::from_secs(10), &[&a, &b]);
+    let pid = a.pid().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let guard: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("the daemon has a guard child")
+        .parse()
+        .unwrap();
+    tb.exec(&h1, &["kill", "-9", &guard.to_string()]).unwrap();
+    wait_until("the guard to be restarted", Duration::from_secs(5), || {
+        a.log().contains("guard restarted")
+    })
+    .unwrap();
+    // The new guard knows we hold the VIP: freezing the daemon still withdraws it first.
+    assert_eq!(tb.holders(vip(&tb)).unwrap(), vec![0], "{}", a.log());
+    let watch = tb.watch_holders(vip(&tb)).unwrap();
+    a.stop().unwrap();
+    wait_holder(&tb, Some(1), Duration::from_secs(5), &[&a, &b]);
+    pause(Duration::from_millis(300));
+    let r = watch.stop().unwrap();
+    a.cont().unwrap();
+    assert_eq!(r.longest_overlap(), Duration::ZERO, "{}", a.log());
+}

@@ -27,6 +27,9 @@
 //! below the kernel's one-second lifetime resolution. Why not only the guard: the guard can be
 //! frozen together with the daemon. Together: fast in the common case, bounded in the worst.
 //!
+//! If the guard dies, the daemon's supervising task starts a new one and replays the current
+//! `hold` of every instance.
+//!
 //! Messages are lines: daemon -> guard `hold <id> <ifindex> <timeout_ms> <addr>/<len>...`,
 //! `beat <id>`, `release <id>`; guard -> daemon `ready`, `fenced <id>`.
 
@@ -47,10 +50,14 @@ use crate::Error;
 use crate::netlink::Netlink;
 
 /// The daemon's side of the guard.
+///
+/// A supervising task owns the guard process: it writes the daemon's messages to the guard's
+/// stdin, reports `fenced` lines, and if the guard dies it starts a new one (jittered,
+/// bounded back-off) and replays the current `hold` of every instance, so a guard killed by
+/// the OOM killer or an operator does not leave the daemon unprotected until its restart.
 #[derive(Debug)]
 pub struct GuardClient {
     tx: mpsc::UnboundedSender<String>,
-    _child: Child,
 }
 
 /// A guard message to the daemon.
@@ -58,8 +65,46 @@ pub struct GuardClient {
 pub enum GuardEvent {
     /// The guard removed instance `id`'s addresses.
     Fenced(u32),
-    /// The guard exited (its pipe closed).
+    /// The guard exited; a new one is being started.
     Lost,
+    /// A new guard runs (after [`GuardEvent::Lost`]).
+    Restarted,
+}
+
+struct Running {
+    stdin: ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    _child: Child,
+}
+
+async fn start_guard(program: &PathBuf, args: &[String]) -> Result<Running, Error> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| Error::Io(format!("start the guard {}: {e}", program.display())))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::Io("guard stdin missing".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Io("guard stdout missing".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    match tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await {
+        Ok(Ok(Some(l))) if l == "ready" => Ok(Running {
+            stdin,
+            lines,
+            _child: child,
+        }),
+        other => Err(Error::Io(format!(
+            "the guard process did not start: {other:?}"
+        ))),
+    }
 }
 
 impl GuardClient {
@@ -69,50 +114,11 @@ impl GuardClient {
         program: PathBuf,
         args: Vec<String>,
     ) -> Result<(GuardClient, mpsc::UnboundedReceiver<GuardEvent>), Error> {
-        let mut child = Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| Error::Io(format!("start the guard {}: {e}", program.display())))?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| Error::Io("guard stdin missing".into()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::Io("guard stdout missing".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        match tokio::time::timeout(Duration::from_secs(5), lines.next_line()).await {
-            Ok(Ok(Some(l))) if l == "ready" => {}
-            other => {
-                return Err(Error::Io(format!(
-                    "the guard process did not start: {other:?}"
-                )));
-            }
-        }
+        let first = start_guard(&program, &args).await?;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match lines.next_line().await {
-                    Ok(Some(l)) => {
-                        if let Some(id) = l.strip_prefix("fenced ").and_then(|x| x.parse().ok()) {
-                            let _ = ev_tx.send(GuardEvent::Fenced(id));
-                        }
-                    }
-                    _ => {
-                        let _ = ev_tx.send(GuardEvent::Lost);
-                        break;
-                    }
-                }
-            }
-        });
         let (tx, rx) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(writer(stdin, rx));
-        Ok((GuardClient { tx, _child: child }, ev_rx))
+        tokio::spawn(supervise(program, args, first, rx, ev_tx));
+        Ok((GuardClient { tx }, ev_rx))
     }
 
     /// Tell the guard we are about to hold `addrs` on `ifindex`.
@@ -134,19 +140,80 @@ impl GuardClient {
         let _ = self.tx.send(format!("release {id}"));
     }
 
-    /// Say goodbye: the guard exits after releasing nothing (we already did).
+    /// Say goodbye: the guard exits (we already released everything).
     pub fn close(&self) {
         let _ = self.tx.send("bye".into());
     }
 }
 
-async fn writer(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<String>) {
-    while let Some(mut l) = rx.recv().await {
-        l.push('\n');
-        if stdin.write_all(l.as_bytes()).await.is_err() {
-            break;
+async fn supervise(
+    program: PathBuf,
+    args: Vec<String>,
+    first: Running,
+    mut rx: mpsc::UnboundedReceiver<String>,
+    ev_tx: mpsc::UnboundedSender<GuardEvent>,
+) {
+    // The current hold line of each instance, replayed to a restarted guard.
+    let mut holds: HashMap<u32, String> = HashMap::new();
+    let mut running = Some(first);
+    let mut attempt: u32 = 0;
+    loop {
+        let Some(g) = running.as_mut() else {
+            // Jittered, bounded back-off between restarts: 100 ms doubling to 5 s.
+            let ceiling =
+                Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
+            let delay = ceiling / 2 + ceiling.mul_f64(fastrand::f64()) / 2;
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            match start_guard(&program, &args).await {
+                Ok(mut g) => {
+                    let mut ok = true;
+                    for l in holds.values() {
+                        ok &= g.stdin.write_all(format!("{l}\n").as_bytes()).await.is_ok();
+                    }
+                    if ok {
+                        info!(held = holds.len(), "guard restarted");
+                        let _ = ev_tx.send(GuardEvent::Restarted);
+                        attempt = 0;
+                        running = Some(g);
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot restart the guard"),
+            }
+            continue;
+        };
+        tokio::select! {
+            m = rx.recv() => {
+                let Some(l) = m else { return };
+                let mut w = l.split_whitespace();
+                match (w.next(), w.next().and_then(|x| x.parse::<u32>().ok())) {
+                    (Some("hold"), Some(id)) => { holds.insert(id, l.clone()); }
+                    (Some("release"), Some(id)) => { holds.remove(&id); }
+                    _ => {}
+                }
+                let bye = l == "bye";
+                if g.stdin.write_all(format!("{l}\n").as_bytes()).await.is_err() {
+                    running = None;
+                    let _ = ev_tx.send(GuardEvent::Lost);
+                    continue;
+                }
+                if bye {
+                    return;
+                }
+            }
+            line = g.lines.next_line() => match line {
+                Ok(Some(l)) => {
+                    if let Some(id) = l.strip_prefix("fenced ").and_then(|x| x.parse::<u32>().ok()) {
+                        holds.remove(&id);
+                        let _ = ev_tx.send(GuardEvent::Fenced(id));
+                    }
+                }
+                _ => {
+                    running = None;
+                    let _ = ev_tx.send(GuardEvent::Lost);
+                }
+            },
         }
-        let _ = stdin.flush().await;
     }
 }
 

@@ -200,13 +200,14 @@ pub async fn run(
                         }
                     }
                     guard::GuardEvent::Lost => {
-                        if !stop.is_cancelled() {
-                            error!(
-                                "the guard process exited: a frozen daemon would now keep the address until the kernel lease expires"
-                            );
+                        if stop.is_cancelled() {
+                            break;
                         }
-                        break;
+                        error!(
+                            "the guard process exited; restarting it (until then only the kernel lease protects against a frozen daemon)"
+                        );
                     }
+                    guard::GuardEvent::Restarted => info!("guard process running again"),
                 }
             }
         });
