@@ -329,7 +329,7 @@ fn main() {
         "\nNotes: the fault is injected a whole number of settle periods after the master started, i.e. just after one of its adverts, so a hard failure costs close to the full Master_Down_Interval (3 x advert + Skew_Time; Skew_Time is 61% of an advert for the priority-100 backup); a graceful stop costs about Skew_Time. Both daemons see the same timing. hastack runs with its defaults (guard, ARP probe started ahead of the down timer, SCHED_RR); keepalived with the Debian defaults."
     );
     println!(
-        "\nMachine: {} CPUs, load average at start `{}`, CPU steal during the run {steal_pct:.1}%.",
+        "\nMachine: {} CPUs, load average at start `{}`, CPU steal during the run {steal_pct:.1}% (a load average well above 0 means a shared machine: treat the figures as provisional).",
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         load.trim()
     );
