@@ -1,7 +1,7 @@
 //! The `[vip]` section: serde types, validation into plain runtime structs, and the warnings
 //! `hastack check` prints. Every key is documented in `docs/vip.md`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -928,15 +928,6 @@ fn parse_http_url(u: &str) -> Result<TrackKind, String> {
         host: hostport.to_string(),
         path: path.to_string(),
     })
-}
-
-/// Instances grouped by interface (for the witness and diagnostics).
-pub fn by_interface(c: &Config) -> BTreeMap<String, Vec<&InstanceConfig>> {
-    let mut m: BTreeMap<String, Vec<&InstanceConfig>> = BTreeMap::new();
-    for i in &c.instances {
-        m.entry(i.interface.clone()).or_default().push(i);
-    }
-    m
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 )]
 
 use std::io;
-use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -80,11 +79,6 @@ pub fn set_realtime(priority: i32) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Raw fd, for logs.
-pub fn fd_of(s: &Socket) -> i32 {
-    s.as_raw_fd()
 }
 
 /// Our effective capabilities from `/proc/self/status` (bit set), if readable.
