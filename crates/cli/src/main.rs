@@ -17,6 +17,7 @@ mod check;
 mod logging;
 mod proxy;
 mod signals;
+mod vip;
 
 /// Redundancy and automatic failover for every layer of an internet service, with the
 /// measurements to prove it.
@@ -43,6 +44,8 @@ enum Command {
     Proxy(proxy::Args),
     /// Run the tiny built-in app server (a backend for demos, tests and drills).
     App(app::Args),
+    /// Floating virtual IPs: VRRPv3/v2 failover between hosts (keepalived-compatible).
+    Vip(vip::Args),
     /// Chaos drills: run a scenario, compare two, or run a standalone fault proxy.
     Chaos(chaos::Args),
     /// Start a small stack on loopback, hurt it, and print its availability scorecard.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::App(args) => app::run(args),
+        Command::Vip(args) => vip::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Demo(args) => chaos::demo(args),
     };
