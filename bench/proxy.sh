@@ -35,27 +35,27 @@ cat > "$WORK/backend.conf" <<NGX
 daemon off; worker_processes 1; pid $WORK/backend.pid; error_log $WORK/backend.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:39101 reuseport; location / { return 200 "b1\n"; } }
-  server { listen 127.0.0.1:39102 reuseport; location / { return 200 "b2\n"; } }
-  server { listen 127.0.0.1:39103 reuseport; location / { return 200 "b3\n"; } }
+  server { listen 127.0.0.1:21101 reuseport; location / { return 200 "b1\n"; } }
+  server { listen 127.0.0.1:21102 reuseport; location / { return 200 "b2\n"; } }
+  server { listen 127.0.0.1:21103 reuseport; location / { return 200 "b3\n"; } }
 }
 NGX
 taskset -c "$LOAD_CPU" nginx -c "$WORK/backend.conf" -p "$WORK" &
 PIDS+=($!)
-wait_port 127.0.0.1 39103
+wait_port 127.0.0.1 21103
 
 # --- the three proxies, comparable settings ---------------------------------------------
 cat > "$WORK/hastack.toml" <<TOML
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "127.0.0.1:39190"
+listen = "127.0.0.1:21190"
 [[proxy.listeners]]
 name = "web"
-listen = "127.0.0.1:39180"
+listen = "127.0.0.1:21180"
 pool = "app"
 [proxy.pools.app]
-members = ["127.0.0.1:39101", "127.0.0.1:39102", "127.0.0.1:39103"]
+members = ["127.0.0.1:21101", "127.0.0.1:21102", "127.0.0.1:21103"]
 strategy = "round_robin"
 [proxy.pools.app.health]
 type = "http"
@@ -75,21 +75,21 @@ defaults
   option forwardfor
   http-reuse always
 frontend web
-  bind 127.0.0.1:39180
+  bind 127.0.0.1:21180
   default_backend app
 backend app
   balance roundrobin
   option httpchk GET /
-  server b1 127.0.0.1:39101 check inter 2s
-  server b2 127.0.0.1:39102 check inter 2s
-  server b3 127.0.0.1:39103 check inter 2s
+  server b1 127.0.0.1:21101 check inter 2s
+  server b2 127.0.0.1:21102 check inter 2s
+  server b3 127.0.0.1:21103 check inter 2s
 HAP
 cat > "$WORK/nginx.conf" <<NGX
 daemon off; worker_processes 1; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
 events { worker_connections 10000; }
 http { access_log off; keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:39101; server 127.0.0.1:39102; server 127.0.0.1:39103; keepalive 128; }
-  server { listen 127.0.0.1:39180;
+  upstream app { server 127.0.0.1:21101; server 127.0.0.1:21102; server 127.0.0.1:21103; keepalive 128; }
+  server { listen 127.0.0.1:21180;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } }
 }
@@ -102,20 +102,20 @@ start_proxy() {
     nginx)   taskset -c "$PROXY_CPU" nginx -c "$WORK/nginx.conf" -p "$WORK" & ;;
   esac
   PROXY_PID=$!
-  wait_port 127.0.0.1 39180
+  wait_port 127.0.0.1 21180
   sleep 0.5
 }
 stop_proxy() {
   kill "$PROXY_PID" 2>/dev/null || true
   wait "$PROXY_PID" 2>/dev/null || true
   # nginx master/worker and haproxy exit on SIGTERM; make sure the port is free
-  for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/39180) 2>/dev/null || break; sleep 0.02; done
+  for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/21180) 2>/dev/null || break; sleep 0.02; done
 }
 
 run_wrk() { # proxy -> "rps p50ms p99ms non2xx"
-  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s http://127.0.0.1:39180/ >/dev/null  # warm-up
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s http://127.0.0.1:21180/ >/dev/null  # warm-up
   local out
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency http://127.0.0.1:39180/)
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency http://127.0.0.1:21180/)
   local rps p50 p99 bad
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
