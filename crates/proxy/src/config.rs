@@ -15,6 +15,12 @@ use std::time::Duration;
 use hastack_balance::{HashAlgorithm, Strategy};
 use hastack_config::{ByteSize, Diagnostics, Dur, KeyPath, Source};
 use hastack_core::{Backoff, RetryBudgetPolicy};
+use hastack_guard::config::{
+    BreakerConfig, ConcurrencyConfig, FallbackConfig, RateLimitConfig, RateLimitSpec,
+    RouteGuardSpec, validate_breaker, validate_concurrency, validate_fallback,
+    validate_priority, validate_rate_limit,
+};
+use hastack_guard::{BreakerPolicy, ConcurrencyPolicy, FallbackAction, ShedPolicy};
 use hastack_probe::{HealthCheckConfig, ValidatedHealth};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -112,6 +118,38 @@ pub struct ListenerToml {
     /// Add `X-Forwarded-For` and `X-Forwarded-Proto` (default true).
     #[serde(default)]
     pub forwarded_headers: Option<bool>,
+    /// HTTP only: a rate limit over every request of the listener, checked before routing.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// HTTP only: the name and guards of the default route (requests no route matches,
+    /// served by `pool`).
+    #[serde(default)]
+    pub default_route: Option<DefaultRouteToml>,
+}
+
+/// `[proxy.listeners.default_route]`: the implicit route of requests that no
+/// `[[proxy.listeners.routes]]` entry matches (served by the listener's `pool`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRouteToml {
+    /// Name (default: the listener's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Route circuit breaker.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// The route's own bulkhead (absent: the pool's, if any).
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
+    /// Priority class for shedding (default `normal`).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// What to answer instead of a refusal.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
 }
 
 /// `tls = { cert = "...", key = "..." }`.
@@ -139,6 +177,55 @@ pub struct RouteToml {
     pub path_prefix: Option<String>,
     /// Pool that serves the route.
     pub pool: String,
+    /// Rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Route circuit breaker.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// The route's own bulkhead (absent: the pool's, if any).
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
+    /// Priority class for shedding (default `normal`).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// What to answer instead of a refusal.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+}
+
+/// The guard tables of one route, as written (shared by routes and default routes).
+#[derive(Debug, Clone, Copy, Default)]
+struct GuardTables<'a> {
+    rate_limit: Option<&'a RateLimitConfig>,
+    breaker: Option<&'a BreakerConfig>,
+    concurrency: Option<&'a ConcurrencyConfig>,
+    priority: Option<&'a str>,
+    fallback: Option<&'a FallbackConfig>,
+}
+
+impl<'a> From<&'a RouteToml> for GuardTables<'a> {
+    fn from(r: &'a RouteToml) -> Self {
+        GuardTables {
+            rate_limit: r.rate_limit.as_ref(),
+            breaker: r.breaker.as_ref(),
+            concurrency: r.concurrency.as_ref(),
+            priority: r.priority.as_deref(),
+            fallback: r.fallback.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a DefaultRouteToml> for GuardTables<'a> {
+    fn from(r: &'a DefaultRouteToml) -> Self {
+        GuardTables {
+            rate_limit: r.rate_limit.as_ref(),
+            breaker: r.breaker.as_ref(),
+            concurrency: r.concurrency.as_ref(),
+            priority: r.priority.as_deref(),
+            fallback: r.fallback.as_ref(),
+        }
+    }
 }
 
 /// `[proxy.pools.NAME]`.
@@ -188,6 +275,12 @@ pub struct PoolToml {
     /// backends' own keep-alive timeout.
     #[serde(default)]
     pub upstream_idle_timeout: Option<Dur>,
+    /// Bulkhead shared by every route to this pool (priority shedding lives here).
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
+    /// A circuit breaker per member: a member whose breaker is open is not picked.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// Strategy names as written.
@@ -397,6 +490,12 @@ pub struct HttpListenerSpec {
     pub routes: Vec<RouteSpec>,
     /// Pool for requests no route matches.
     pub default_pool: Option<Arc<str>>,
+    /// The implicit route of requests no route matches (present iff `default_pool` is):
+    /// named after the listener unless `[..default_route] name` says otherwise, with the
+    /// guards of `[..default_route]`.
+    pub default_route: Option<RouteSpec>,
+    /// Listener-wide rate limit, checked before routing.
+    pub rate_limit: Option<RateLimitSpec>,
     /// Header read timeout.
     pub header_read_timeout: Duration,
     /// Largest request head.
@@ -415,6 +514,8 @@ impl fmt::Debug for HttpListenerSpec {
             .field("tls", &self.tls.as_ref().map(|t| &t.cert))
             .field("routes", &self.routes)
             .field("default_pool", &self.default_pool)
+            .field("default_route", &self.default_route)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -471,6 +572,10 @@ pub struct RouteSpec {
     pub path_prefix: String,
     /// Pool.
     pub pool: Arc<str>,
+    /// Guards (rate limit, breaker, own bulkhead, priority, fallback); all optional.
+    pub guards: RouteGuardSpec,
+    /// Whether this is a listener's implicit default route.
+    pub is_default: bool,
 }
 
 /// Where a hash key comes from.
@@ -569,6 +674,10 @@ pub struct PoolSpec {
     pub max_idle_per_member: usize,
     /// Idle upstream connection lifetime.
     pub upstream_idle_timeout: Duration,
+    /// Bulkhead shared by every route to this pool.
+    pub concurrency: Option<ConcurrencyPolicy>,
+    /// Per-member circuit breaker.
+    pub breaker: Option<BreakerPolicy>,
 }
 
 impl PoolSpec {
@@ -696,9 +805,16 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
     let mut names = HashSet::new();
     let mut addrs = HashMap::new();
     let mut used_pools = HashSet::new();
+    let mut route_names = RouteNames::new();
+    let cx = RouteCtx {
+        raw_pools: &raw.pools,
+        pools: &pools,
+    };
     for (i, l) in raw.listeners.iter().enumerate() {
         let lp = at.key("listeners").index(i);
-        let Some(spec) = validate_listener(src, &lp, l, &raw.pools, &mut used_pools, d) else {
+        let Some(spec) =
+            validate_listener(src, &lp, l, &cx, &mut used_pools, &mut route_names, d)
+        else {
             continue;
         };
         if !names.insert(spec.name.clone()) {
@@ -749,37 +865,211 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
     })
 }
 
+/// Names every route is known by: admin commands (`/admin/routes/{route}/...`), `/status`,
+/// metrics labels and the `RateLimit` header fields address routes by name, so names are
+/// unique across the whole proxy, not just within a listener.
+type RouteNames = HashMap<Arc<str>, KeyPath>;
+
+/// Whether `name` can serve as a route name: printable ASCII without the characters that
+/// would need escaping in a URL path segment or a structured header string, and not one of
+/// the prefixes used for pool and listener metric scopes.
+fn route_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"\\%?#".contains(&b))
+        && !name.starts_with("pool:")
+        && !name.starts_with("listener:")
+}
+
+/// Check a route's name (charset, proxy-wide uniqueness) and record it.
+fn check_route_name(
+    src: &Source,
+    at: &KeyPath,
+    name: &Arc<str>,
+    explicit: bool,
+    names: &mut RouteNames,
+    d: &mut Diagnostics,
+) {
+    let name_at = if explicit { at.key("name") } else { at.clone() };
+    if !route_name_ok(name) {
+        d.error(
+            src,
+            &name_at,
+            format!(
+                "route name {name:?} is not usable{}: names are 1-128 printable ASCII characters without '\"', '\\\\', '%', '?', '#' or spaces, and do not start with \"pool:\" or \"listener:\"",
+                if explicit { "" } else { " (derived from host + path_prefix or the listener name; set `name`)" }
+            ),
+        );
+        return;
+    }
+    if let Some(prev) = names.get(name) {
+        d.error(
+            src,
+            &name_at,
+            format!(
+                "route name {name:?} is already used by {prev}; route names must be unique across the proxy (admin commands, /status and metrics address routes by name): give this route a distinct `name`"
+            ),
+        );
+        return;
+    }
+    names.insert(name.clone(), at.clone());
+}
+
+/// Mark `pool` used if it exists, else report it (at `key`) and return `None`.
+fn check_pool_ref(
+    src: &Source,
+    key: &KeyPath,
+    pool: &str,
+    pools: &BTreeMap<String, PoolToml>,
+    used: &mut HashSet<String>,
+    d: &mut Diagnostics,
+) -> Option<Arc<str>> {
+    if pools.contains_key(pool) {
+        used.insert(pool.to_string());
+        Some(pool.into())
+    } else {
+        let known: Vec<&str> = pools.keys().map(String::as_str).collect();
+        d.error(
+            src,
+            key,
+            format!(
+                "pool {pool:?} is not defined; defined pools: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+        None
+    }
+}
+
+/// What route validation needs to know about the rest of the file.
+struct RouteCtx<'a> {
+    raw_pools: &'a BTreeMap<String, PoolToml>,
+    pools: &'a BTreeMap<Arc<str>, PoolSpec>,
+}
+
+/// Validate a route's guard tables (at `at`, the route's own path) for route `name` served
+/// by pool `pool`.
+fn validate_route_guards(
+    src: &Source,
+    at: &KeyPath,
+    name: &str,
+    pool: &str,
+    g: GuardTables<'_>,
+    cx: &RouteCtx<'_>,
+    used: &mut HashSet<String>,
+    d: &mut Diagnostics,
+) -> RouteGuardSpec {
+    let rate_limit = g.rate_limit.and_then(|r| {
+        validate_rate_limit(src, &at.key("rate_limit"), r, d).map(|mut s| {
+            // The header fields and metrics name the route, not the table's parent key.
+            s.policy.name = name.to_string();
+            s
+        })
+    });
+    let breaker = g
+        .breaker
+        .and_then(|b| validate_breaker(src, &at.key("breaker"), b, d));
+    let concurrency = g
+        .concurrency
+        .and_then(|c| validate_concurrency(src, &at.key("concurrency"), c, d));
+    let pool_shed = cx
+        .pools
+        .get(pool)
+        .and_then(|p| p.concurrency.as_ref())
+        .and_then(|c| c.shedding.as_ref());
+    let own_shed = concurrency.as_ref().and_then(|c| c.shedding.as_ref());
+    let sheds: Vec<(&ShedPolicy, String)> = [
+        own_shed.map(|s| (s, "this route's [..concurrency.shedding]".to_string())),
+        pool_shed.map(|s| (s, format!("pool {pool:?}'s [..concurrency.shedding]"))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match g.priority {
+        Some(p) => {
+            let before = d.error_count();
+            for (sh, _) in &sheds {
+                validate_priority(src, &at.key("priority"), p, Some(sh), d);
+                if d.error_count() > before {
+                    break;
+                }
+            }
+            if sheds.is_empty() {
+                validate_priority(src, &at.key("priority"), p, None, d);
+                if d.error_count() == before {
+                    d.warning(
+                        src,
+                        &at.key("priority"),
+                        format!("priority has no effect: neither this route nor pool {pool:?} has a [..concurrency.shedding] table"),
+                    );
+                }
+            }
+        }
+        None => {
+            for (sh, what) in &sheds {
+                if sh.class("normal").is_none() {
+                    d.warning(
+                        src,
+                        at,
+                        format!(
+                            "this route has no `priority` and {what} has no \"normal\" class: it is treated as {:?}, the most important class; set `priority`",
+                            sh.name(hastack_guard::ClassId(0))
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let fallback = g.fallback.and_then(|f| {
+        let fp = at.key("fallback");
+        let fb = validate_fallback(src, &fp, f, d)?;
+        if let FallbackAction::Pool(target) = &fb.action {
+            check_pool_ref(src, &fp.key("pool"), target, cx.raw_pools, used, d)?;
+            if f.upstream_error {
+                d.error(
+                    src,
+                    &fp.key("upstream_error"),
+                    "upstream_error = true needs a static fallback (status/headers/body): a request that already went to the route's pool cannot be replayed to a fallback pool",
+                );
+                return None;
+            }
+            if target == pool {
+                d.warning(
+                    src,
+                    &fp.key("pool"),
+                    format!("the fallback pool is the route's own pool {pool:?}: a refused request would go where it was refused"),
+                );
+            }
+        }
+        Some(fb)
+    });
+    RouteGuardSpec {
+        rate_limit,
+        breaker,
+        concurrency,
+        priority: g.priority.map(str::to_string),
+        fallback,
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "one validation pass threads its context")]
 fn validate_listener(
     src: &Source,
     at: &KeyPath,
     l: &ListenerToml,
-    pools: &BTreeMap<String, PoolToml>,
+    cx: &RouteCtx<'_>,
     used: &mut HashSet<String>,
+    route_names: &mut RouteNames,
     d: &mut Diagnostics,
 ) -> Option<ListenerSpec> {
     let addr = resolve_addr(src, &at.key("listen"), &l.listen, d);
     let name: Arc<str> = l.name.clone().unwrap_or_else(|| l.listen.clone()).into();
-    let mut check_pool = |key: &KeyPath, pool: &str, d: &mut Diagnostics| -> Option<Arc<str>> {
-        if pools.contains_key(pool) {
-            used.insert(pool.to_string());
-            Some(pool.into())
-        } else {
-            let known: Vec<&str> = pools.keys().map(String::as_str).collect();
-            d.error(
-                src,
-                key,
-                format!(
-                    "pool {pool:?} is not defined; defined pools: {}",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-            None
-        }
-    };
     let idle_timeout = l
         .idle_timeout
         .map_or(Duration::from_secs(3600), Duration::from);
@@ -805,6 +1095,8 @@ fn validate_listener(
                 ("max_headers", l.max_headers.is_some()),
                 ("max_request_body", l.max_request_body.is_some()),
                 ("forwarded_headers", l.forwarded_headers.is_some()),
+                ("rate_limit", l.rate_limit.is_some()),
+                ("default_route", l.default_route.is_some()),
             ] {
                 if present {
                     d.error(
@@ -815,7 +1107,7 @@ fn validate_listener(
                 }
             }
             let pool = match &l.pool {
-                Some(p) => check_pool(&at.key("pool"), p, d),
+                Some(p) => check_pool_ref(src, &at.key("pool"), p, cx.raw_pools, used, d),
                 None => {
                     d.error(src, at, "a TCP listener needs `pool = \"NAME\"`");
                     None
@@ -832,14 +1124,14 @@ fn validate_listener(
                 );
             }
             let default_pool = match &l.pool {
-                Some(p) => check_pool(&at.key("pool"), p, d),
+                Some(p) => check_pool_ref(src, &at.key("pool"), p, cx.raw_pools, used, d),
                 None => None,
             };
             let mut routes = Vec::new();
-            let mut route_names = HashSet::new();
             for (i, r) in l.routes.iter().enumerate() {
                 let rp = at.key("routes").index(i);
-                let Some(pool) = check_pool(&rp.key("pool"), &r.pool, d) else {
+                let Some(pool) = check_pool_ref(src, &rp.key("pool"), &r.pool, cx.raw_pools, used, d)
+                else {
                     continue;
                 };
                 let host = match r.host.as_deref().map(str::trim) {
@@ -876,18 +1168,24 @@ fn validate_listener(
                         format!("{}{}", r.host.as_deref().unwrap_or(""), path_prefix)
                     })
                     .into();
-                if !route_names.insert(name.clone()) {
-                    d.error(
-                        src,
-                        &rp,
-                        format!("route name {name:?} is used twice in this listener; give routes distinct `name`s"),
-                    );
-                }
+                check_route_name(src, &rp, &name, r.name.is_some(), route_names, d);
+                let guards = validate_route_guards(
+                    src,
+                    &rp,
+                    &name,
+                    &pool,
+                    GuardTables::from(r),
+                    cx,
+                    used,
+                    d,
+                );
                 routes.push(RouteSpec {
                     name,
                     host,
                     path_prefix,
                     pool,
+                    guards,
+                    is_default: false,
                 });
             }
             // Most specific first: exact host, then wildcard, then any; longer prefix first.
@@ -904,6 +1202,53 @@ fn validate_listener(
                     "an HTTP listener needs `pool = \"NAME\"` or at least one [[...routes]]",
                 );
             }
+            let dp = at.key("default_route");
+            if l.pool.is_none() && l.default_route.is_some() {
+                d.error(
+                    src,
+                    &dp,
+                    "[..default_route] guards the requests no route matches, which go to the listener's `pool`: set `pool = \"NAME\"` on the listener",
+                );
+            }
+            let default_route = default_pool.clone().map(|pool| {
+                let dr = l.default_route.as_ref();
+                let explicit = dr.and_then(|r| r.name.clone());
+                let rname: Arc<str> = explicit.clone().map_or_else(|| name.clone(), Arc::from);
+                let name_at = if dr.is_some() { dp.clone() } else { at.key("pool") };
+                check_route_name(src, &name_at, &rname, explicit.is_some(), route_names, d);
+                let guards = validate_route_guards(
+                    src,
+                    &dp,
+                    &rname,
+                    &pool,
+                    dr.map(GuardTables::from).unwrap_or_default(),
+                    cx,
+                    used,
+                    d,
+                );
+                RouteSpec {
+                    name: rname,
+                    host: HostMatch::Any,
+                    path_prefix: "/".to_string(),
+                    pool,
+                    guards,
+                    is_default: true,
+                }
+            });
+            let rate_limit = l.rate_limit.as_ref().and_then(|r| {
+                let rp = at.key("rate_limit");
+                if !route_name_ok(&name) {
+                    d.error(
+                        src,
+                        &rp,
+                        format!("the listener name {name:?} names this rate limit in the RateLimit header fields and metrics and must be 1-128 printable ASCII characters without '\"', '\\\\', '%', '?', '#' or spaces: set a simpler `name` on the listener"),
+                    );
+                }
+                validate_rate_limit(src, &rp, r, d).map(|mut s| {
+                    s.policy.name = name.to_string();
+                    s
+                })
+            });
             let tls = l
                 .tls
                 .as_ref()
@@ -928,6 +1273,8 @@ fn validate_listener(
                 tls,
                 routes,
                 default_pool,
+                default_route,
+                rate_limit,
                 header_read_timeout: l
                     .header_read_timeout
                     .map_or(Duration::from_secs(10), Duration::from),
@@ -1182,6 +1529,14 @@ fn validate_pool(
             "panic_threshold is a percentage: 0-100",
         );
     }
+    let concurrency = p
+        .concurrency
+        .as_ref()
+        .and_then(|c| validate_concurrency(src, &at.key("concurrency"), c, d));
+    let breaker = p
+        .breaker
+        .as_ref()
+        .and_then(|b| validate_breaker(src, &at.key("breaker"), b, d));
     Some(PoolSpec {
         name: name.into(),
         members,
@@ -1200,6 +1555,8 @@ fn validate_pool(
         upstream_idle_timeout: p
             .upstream_idle_timeout
             .map_or(Duration::from_secs(20), Duration::from),
+        concurrency,
+        breaker,
     })
 }
 

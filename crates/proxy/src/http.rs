@@ -39,6 +39,8 @@ use tracing::{debug, info};
 
 use crate::Shared;
 use crate::body::{ReqBody, RespBody};
+use crate::guards;
+use hastack_guard::FallbackAction;
 use crate::config::{HashKey, ListenerKind};
 use crate::pool::{Member, Pick, Pool};
 use crate::upstream::{self, ConnectError, Lease};
@@ -111,10 +113,8 @@ pub async fn handle(
             req.uri().path().to_string(),
         )
     });
-    let pool = listener
-        .route(&request_host(&req), req.uri().path())
-        .map(|(p, _)| p.clone());
-    let (resp, member, tries) = match pool {
+    let route = listener.route(&request_host(&req), req.uri().path());
+    let (resp, member, tries) = match route {
         None => (
             error_response(
                 StatusCode::NOT_FOUND,
@@ -129,15 +129,60 @@ pub async fn handle(
             None,
             0,
         ),
-        Some(pool) => {
-            let ctx = Ctx {
-                pool: &pool,
-                conn: &conn,
-                forwarded: hspec.forwarded_headers,
-                max_body: hspec.max_request_body,
-                start,
+        Some(route) => {
+            // The guards (crate::guards): listener rate limit, then the route's switch,
+            // rate limit, breaker and bulkhead; a refusal gets the route's fallback.
+            let ip = conn.peer.ip();
+            let admitted = match guards::listener_limit(&listener, ip, req.headers()).await {
+                Some(resp) => Err(Ok(resp)),
+                None => match route.guard.admit(route.guard.rate_key(ip, req.headers()), start).await {
+                    Ok(permit) => match guards::pool_slot(route).await {
+                        Ok(slot) => Ok((permit, slot)),
+                        Err(rej) => Err(Err(rej)),
+                    },
+                    Err(rej) => Err(Err(rej)),
+                },
             };
-            forward(&ctx, req).await
+            match admitted {
+                Ok((permit, slot)) => {
+                    let ctx = Ctx {
+                        pool: &route.pool,
+                        conn: &conn,
+                        forwarded: hspec.forwarded_headers,
+                        max_body: hspec.max_request_body,
+                        start,
+                    };
+                    let (resp, member, tries) = forward(&ctx, req).await;
+                    (guards::settle(route, permit, slot, resp), member, tries)
+                }
+                Err(Ok(resp)) => (resp, None, 0),
+                Err(Err(rej)) => match (route.guard.fallback_for(&rej), &route.fallback_pool) {
+                    (Some(FallbackAction::Static(s)), _) => {
+                        (guards::static_fallback(route, s, &rej), None, 0)
+                    }
+                    (Some(FallbackAction::Pool(_)), Some((fpool, class))) => {
+                        match guards::fallback_slot(fpool.limiter.as_ref(), *class).await {
+                            Ok(slot) => {
+                                let ctx = Ctx {
+                                    pool: fpool,
+                                    conn: &conn,
+                                    forwarded: hspec.forwarded_headers,
+                                    max_body: hspec.max_request_body,
+                                    start,
+                                };
+                                let (mut resp, member, tries) = forward(&ctx, req).await;
+                                if let Some(s) = slot {
+                                    s.complete(Instant::now(), guards::outcome_of(resp.status()));
+                                }
+                                guards::mark_fallback(route, &rej, &mut resp);
+                                (resp, member, tries)
+                            }
+                            Err(_) => (guards::refused(route, &rej), None, 0),
+                        }
+                    }
+                    _ => (guards::refused(route, &rej), None, 0),
+                },
+            }
         }
     };
     listener.metrics.response(resp.status().as_u16());
@@ -346,6 +391,7 @@ async fn forward(
             n_tried += 1;
         }
         let member = pool.members[idx].clone();
+        let breaker = guards::member_try(&member, now);
 
         // This try's request: a copy if a retry may need the body again.
         let try_body = match body.try_clone() {
@@ -375,6 +421,7 @@ async fn forward(
         match result {
             Ok((resp, lease)) => {
                 let status = resp.status().as_u16();
+                guards::member_status(breaker, now, status);
                 if status >= 500 {
                     member.metrics.err_status.inc();
                     member.gateway_error(now, pool.may_eject());
@@ -418,6 +465,7 @@ async fn forward(
                 return (resp, Some(member), attempt);
             }
             Err(TryError::Connect(e, req)) => {
+                guards::member_failed(breaker, now);
                 // Never sent: the body (even a stream) is intact for another try.
                 body = req.into_body();
                 member.metrics.err_connect.inc();
@@ -476,6 +524,7 @@ async fn forward(
                     );
                 }
                 member.metrics.err_reset.inc();
+                guards::member_reset(breaker, now, reused);
                 // A reused connection failing is often the keep-alive race (the member
                 // closed an idle connection as we wrote): not evidence against the member.
                 if !reused {
@@ -497,6 +546,7 @@ async fn forward(
                 return (resp, None, attempt);
             }
             Err(TryError::Timeout) => {
+                guards::member_failed(breaker, now);
                 member.metrics.err_timeout.inc();
                 member.gateway_error(now, pool.may_eject());
                 let resp = error_response(
