@@ -70,9 +70,9 @@ impl AdminHandler for ProxyAdmin {
             (&Method::POST, ["admin", "routes", route, action]) => {
                 let route = percent_decode(route);
                 let action = (*action).to_string();
-                Some(Box::pin(async move {
-                    route_command(&proxy, &route, &action)
-                }))
+                Some(Box::pin(
+                    async move { route_command(&proxy, &route, &action) },
+                ))
             }
             (_, ["status"]) | (_, ["admin", ..]) => {
                 let m = req.method.clone();

@@ -17,8 +17,8 @@ use hastack_config::{ByteSize, Diagnostics, Dur, KeyPath, Source};
 use hastack_core::{Backoff, RetryBudgetPolicy};
 use hastack_guard::config::{
     BreakerConfig, ConcurrencyConfig, FallbackConfig, RateLimitConfig, RateLimitSpec,
-    RouteGuardSpec, validate_breaker, validate_concurrency, validate_fallback,
-    validate_priority, validate_rate_limit,
+    RouteGuardSpec, validate_breaker, validate_concurrency, validate_fallback, validate_priority,
+    validate_rate_limit,
 };
 use hastack_guard::{BreakerPolicy, ConcurrencyPolicy, FallbackAction, ShedPolicy};
 use hastack_probe::{HealthCheckConfig, ValidatedHealth};
@@ -472,8 +472,8 @@ pub struct ListenerSpec {
 /// HTTP or TCP specifics.
 #[derive(Debug, Clone)]
 pub enum ListenerKind {
-    /// An HTTP listener.
-    Http(HttpListenerSpec),
+    /// An HTTP listener (boxed: routes with guards make it large).
+    Http(Box<HttpListenerSpec>),
     /// A TCP listener forwarding to one pool.
     Tcp {
         /// The pool.
@@ -737,10 +737,35 @@ pub fn summary(spec: &ProxySpec) -> String {
             format!("{proto}://{}", l.addr)
         })
         .collect();
+    let routes: Vec<&RouteSpec> = spec
+        .listeners
+        .iter()
+        .filter_map(|l| match &l.kind {
+            ListenerKind::Http(h) => Some(h.routes.iter().chain(h.default_route.as_ref())),
+            ListenerKind::Tcp { .. } => None,
+        })
+        .flatten()
+        .collect();
+    let guarded = routes
+        .iter()
+        .filter(|r| {
+            let g = &r.guards;
+            g.rate_limit.is_some()
+                || g.breaker.is_some()
+                || g.concurrency.is_some()
+                || g.fallback.is_some()
+                || spec
+                    .pools
+                    .get(&r.pool)
+                    .is_some_and(|p| p.concurrency.is_some())
+        })
+        .count();
     format!(
-        "proxy: {} listener(s) [{}], {} pool(s) with {} member(s), {} worker(s), admin {}",
+        "proxy: {} listener(s) [{}], {} route(s) ({} guarded), {} pool(s) with {} member(s), {} worker(s), admin {}",
         spec.listeners.len(),
         listeners.join(", "),
+        routes.len(),
+        guarded,
         spec.pools.len(),
         members,
         spec.workers,
@@ -812,8 +837,7 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
     };
     for (i, l) in raw.listeners.iter().enumerate() {
         let lp = at.key("listeners").index(i);
-        let Some(spec) =
-            validate_listener(src, &lp, l, &cx, &mut used_pools, &mut route_names, d)
+        let Some(spec) = validate_listener(src, &lp, l, &cx, &mut used_pools, &mut route_names, d)
         else {
             continue;
         };
@@ -953,6 +977,10 @@ struct RouteCtx<'a> {
     pools: &'a BTreeMap<Arc<str>, PoolSpec>,
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one validation pass threads its context"
+)]
 /// Validate a route's guard tables (at `at`, the route's own path) for route `name` served
 /// by pool `pool`.
 fn validate_route_guards(
@@ -1058,7 +1086,10 @@ fn validate_route_guards(
     }
 }
 
-#[allow(clippy::too_many_arguments, reason = "one validation pass threads its context")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one validation pass threads its context"
+)]
 fn validate_listener(
     src: &Source,
     at: &KeyPath,
@@ -1130,7 +1161,8 @@ fn validate_listener(
             let mut routes = Vec::new();
             for (i, r) in l.routes.iter().enumerate() {
                 let rp = at.key("routes").index(i);
-                let Some(pool) = check_pool_ref(src, &rp.key("pool"), &r.pool, cx.raw_pools, used, d)
+                let Some(pool) =
+                    check_pool_ref(src, &rp.key("pool"), &r.pool, cx.raw_pools, used, d)
                 else {
                     continue;
                 };
@@ -1214,7 +1246,11 @@ fn validate_listener(
                 let dr = l.default_route.as_ref();
                 let explicit = dr.and_then(|r| r.name.clone());
                 let rname: Arc<str> = explicit.clone().map_or_else(|| name.clone(), Arc::from);
-                let name_at = if dr.is_some() { dp.clone() } else { at.key("pool") };
+                let name_at = if dr.is_some() {
+                    dp.clone()
+                } else {
+                    at.key("pool")
+                };
                 check_route_name(src, &name_at, &rname, explicit.is_some(), route_names, d);
                 let guards = validate_route_guards(
                     src,
@@ -1269,7 +1305,7 @@ fn validate_listener(
                     "max_headers must be at least 1",
                 );
             }
-            ListenerKind::Http(HttpListenerSpec {
+            ListenerKind::Http(Box::new(HttpListenerSpec {
                 tls,
                 routes,
                 default_pool,
@@ -1282,7 +1318,7 @@ fn validate_listener(
                 max_headers,
                 max_request_body: l.max_request_body.map_or(100 * 1024 * 1024, |b| b.0),
                 forwarded_headers: l.forwarded_headers.unwrap_or(true),
-            })
+            }))
         }
     };
     Some(ListenerSpec {
@@ -1855,6 +1891,245 @@ connect_timeout = "0s"
                 let _ = load(&src);
             }
         }
+    }
+
+    const GUARDED: &str = r#"
+[proxy]
+workers = 1
+[proxy.admin]
+listen = "127.0.0.1:9900"
+[[proxy.listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+pool = "app"
+[proxy.listeners.rate_limit]
+rate = 1000
+[proxy.listeners.default_route]
+name = "catchall"
+priority = "best_effort"
+[proxy.listeners.default_route.fallback]
+status = 503
+body = "busy"
+[[proxy.listeners.routes]]
+name = "checkout"
+path_prefix = "/checkout"
+pool = "app"
+priority = "critical"
+[proxy.listeners.routes.rate_limit]
+rate = 20
+burst = 40
+key = "client_ip"
+[proxy.listeners.routes.breaker]
+failure_ratio = 0.3
+[proxy.listeners.routes.fallback]
+body = "sorry"
+[[proxy.listeners.routes]]
+name = "search"
+path_prefix = "/search"
+pool = "app"
+[proxy.listeners.routes.concurrency]
+max_inflight = 10
+[proxy.listeners.routes.fallback]
+pool = "static"
+[proxy.pools.app]
+members = ["127.0.0.1:9001", "127.0.0.1:9002"]
+[proxy.pools.app.concurrency]
+max_inflight = 100
+[proxy.pools.app.concurrency.shedding]
+[proxy.pools.app.breaker]
+min_calls = 5
+window_calls = 10
+[proxy.pools.static]
+members = ["127.0.0.1:9101"]
+"#;
+
+    fn http(spec: &ProxySpec, i: usize) -> &HttpListenerSpec {
+        match &spec.listeners[i].kind {
+            ListenerKind::Http(h) => h,
+            ListenerKind::Tcp { .. } => panic!("tcp"),
+        }
+    }
+
+    #[test]
+    fn guard_tables_validate_onto_routes_pools_and_listeners() {
+        let (spec, warnings) = check(GUARDED).unwrap();
+        assert!(warnings.is_empty(), "{warnings}");
+        let h = http(&spec, 0);
+        let checkout = h.routes.iter().find(|r| &*r.name == "checkout").unwrap();
+        let rl = checkout.guards.rate_limit.as_ref().unwrap();
+        // The header fields and metrics name the route, not the table's parent key.
+        assert_eq!(
+            (rl.policy.name.as_str(), rl.policy.rate, rl.policy.burst),
+            ("checkout", 20, 40)
+        );
+        assert_eq!(checkout.guards.breaker.unwrap().failure_ratio, 0.3);
+        assert_eq!(checkout.guards.priority.as_deref(), Some("critical"));
+        let search = h.routes.iter().find(|r| &*r.name == "search").unwrap();
+        assert_eq!(search.guards.concurrency.as_ref().unwrap().max_inflight, 10);
+        assert_eq!(
+            search.guards.fallback.as_ref().unwrap().action,
+            FallbackAction::Pool("static".into())
+        );
+        let d = h.default_route.as_ref().unwrap();
+        assert!(d.is_default);
+        assert_eq!((&*d.name, &*d.pool), ("catchall", "app"));
+        assert!(d.guards.fallback.is_some());
+        assert_eq!(h.rate_limit.as_ref().unwrap().policy.name, "web");
+        let app = &spec.pools["app"];
+        assert!(app.concurrency.as_ref().unwrap().shedding.is_some());
+        assert_eq!(app.breaker.unwrap().min_calls, 5);
+        // The fallback pool counts as used: no "not used" warning for it.
+        assert!(
+            summary(&spec).contains("3 route(s) (3 guarded)"),
+            "{}",
+            summary(&spec)
+        );
+    }
+
+    #[test]
+    fn a_default_route_exists_without_a_table_and_is_named_after_the_listener() {
+        let (spec, _) = check(GOOD).unwrap();
+        let d = http(&spec, 0).default_route.as_ref().unwrap();
+        assert_eq!((&*d.name, &*d.pool), ("web", "app"));
+        assert!(d.guards.rate_limit.is_none() && d.guards.fallback.is_none());
+    }
+
+    #[test]
+    fn guard_errors_are_all_reported_with_locations() {
+        let text = r#"
+[proxy]
+[[proxy.listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+[proxy.listeners.default_route]
+priority = "normal"
+[[proxy.listeners.routes]]
+name = "a"
+pool = "app"
+priority = "vip"
+[proxy.listeners.routes.breaker]
+failure_ratio = 1.5
+[proxy.listeners.routes.fallback]
+pool = "nope"
+[[proxy.listeners.routes]]
+name = "b"
+path_prefix = "/b"
+pool = "app"
+[proxy.listeners.routes.fallback]
+pool = "app"
+upstream_error = true
+[[proxy.listeners.routes]]
+name = "has space"
+path_prefix = "/c"
+pool = "app"
+[[proxy.listeners]]
+name = "other"
+listen = "127.0.0.1:8081"
+[[proxy.listeners.routes]]
+name = "a"
+pool = "app"
+[proxy.listeners.routes.rate_limit]
+per = "1s"
+[[proxy.listeners]]
+listen = "127.0.0.1:8082"
+protocol = "tcp"
+pool = "app"
+[proxy.listeners.rate_limit]
+rate = 5
+[proxy.pools.app]
+members = ["127.0.0.1:9001"]
+[proxy.pools.app.concurrency]
+max_inflight = 0
+[proxy.pools.app.concurrency.shedding]
+classes = ["gold", "silver"]
+shares = [1.0, 0.5]
+[proxy.pools.app.breaker]
+open_for = "0s"
+"#;
+        let err = check(text).unwrap_err();
+        let s = err.to_string();
+        for needle in [
+            "t.toml:6:18: error: proxy.listeners[0].default_route: [..default_route] guards the requests no route matches",
+            "t.toml:11:1: error: proxy.listeners[0].routes[0].priority: unknown priority \"vip\"",
+            "t.toml:13:1: error: proxy.listeners[0].routes[0].breaker.failure_ratio: 1.5 is not a ratio",
+            "t.toml:15:1: error: proxy.listeners[0].routes[0].fallback.pool: pool \"nope\" is not defined; defined pools: app",
+            "t.toml:22:1: error: proxy.listeners[0].routes[1].fallback.upstream_error: upstream_error = true needs a static fallback",
+            "t.toml:24:1: error: proxy.listeners[0].routes[2].name: route name \"has space\" is not usable",
+            "t.toml:31:1: error: proxy.listeners[1].routes[0].name: route name \"a\" is already used by proxy.listeners[0].routes[0]",
+            "proxy.listeners[1].routes[0].rate_limit: a rate limit needs `rate`",
+            "proxy.listeners[2].rate_limit: `rate_limit` applies to HTTP listeners only",
+            "proxy.pools.app.concurrency.max_inflight: max_inflight must be between 1 and 1000000",
+            "proxy.pools.app.breaker.open_for: open_for must be above zero",
+        ] {
+            assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+        }
+    }
+
+    #[test]
+    fn priorities_are_checked_against_every_bulkhead_the_route_passes() {
+        // Valid in the pool's classes, and the route's own bulkhead sheds with other ones.
+        let text = r#"
+[proxy]
+[proxy.admin]
+listen = "127.0.0.1:9900"
+[[proxy.listeners]]
+listen = "127.0.0.1:8080"
+[[proxy.listeners.routes]]
+name = "a"
+pool = "app"
+priority = "gold"
+[proxy.listeners.routes.concurrency.shedding]
+[[proxy.listeners.routes]]
+name = "b"
+path_prefix = "/b"
+pool = "plain"
+priority = "critical"
+[[proxy.listeners.routes]]
+name = "c"
+path_prefix = "/c"
+pool = "app"
+[proxy.pools.app]
+members = ["127.0.0.1:9001"]
+[proxy.pools.app.concurrency.shedding]
+classes = ["gold", "silver"]
+shares = [1.0, 0.5]
+[proxy.pools.plain]
+members = ["127.0.0.1:9002"]
+"#;
+        let err = check(text).unwrap_err();
+        let s = err.to_string();
+        assert!(
+            s.contains("routes[0].priority: unknown priority \"gold\"; the classes are: critical, normal, best_effort"),
+            "{s}"
+        );
+        assert_eq!(err.error_count(), 1, "{s}");
+        let ok = text.replace(
+            "[proxy.listeners.routes.concurrency.shedding]\n",
+            "[proxy.listeners.routes.concurrency.shedding]\nclasses = [\"gold\", \"silver\"]\nshares = [1.0, 0.5]\n",
+        );
+        let (_, w) = check(&ok).unwrap();
+        let w = w.to_string();
+        assert!(
+            w.contains(
+                "routes[1].priority: priority has no effect: neither this route nor pool \"plain\""
+            ),
+            "{w}"
+        );
+        assert!(
+            w.contains("routes[2]: this route has no `priority` and pool \"app\"'s [..concurrency.shedding] has no \"normal\" class: it is treated as \"gold\""),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn default_route_names_collide_like_any_other() {
+        let text = "[proxy]\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\npool = \"a\"\n[[proxy.listeners.routes]]\nname = \"web\"\npath_prefix = \"/x\"\npool = \"a\"\n[proxy.pools.a]\nmembers = [\"127.0.0.1:2\"]\n";
+        let err = check(text).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("t.toml:5:1: error: proxy.listeners[0].pool: route name \"web\" is already used by proxy.listeners[0].routes[0]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,8 +26,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode};
 use hastack_guard::breaker::BreakerPermit;
 use hastack_guard::config::RateHeaders;
 use hastack_guard::stack::{RateStatus, RouteGuardStatus};
@@ -35,6 +33,8 @@ use hastack_guard::{
     ClassId, ConcurrencyLimiter, ConcurrencyPermit, FallbackAction, Outcome, RateDecision,
     RateInfo, RateLimiter, RejectReason, Rejection, RoutePermit, StaticResponse,
 };
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -208,9 +208,9 @@ pub fn refused(route: &RouteRt, rej: &Rejection) -> Response<RespBody> {
             "shed under overload to keep capacity for more important requests (route {name:?}, priority {:?})",
             route.spec.guards.priority.as_deref().unwrap_or("normal")
         ),
-        RejectReason::Overloaded => format!(
-            "route {name:?} is at its concurrency limit and no slot freed up in time"
-        ),
+        RejectReason::Overloaded => {
+            format!("route {name:?} is at its concurrency limit and no slot freed up in time")
+        }
         RejectReason::Timeout => format!("route {name:?} ran out of time"),
     };
     let mut resp = error_response(rej.status(), rej.reason.as_str(), message, None);
@@ -227,8 +227,10 @@ pub fn static_fallback(route: &RouteRt, s: &StaticResponse, rej: &Rejection) -> 
 
 /// Mark a response that a fallback pool gave in place of refusal `rej`.
 pub fn mark_fallback(route: &RouteRt, rej: &Rejection, resp: &mut Response<RespBody>) {
-    resp.headers_mut()
-        .insert(FALLBACK_HEADER.clone(), HeaderValue::from_static(rej.reason.as_str()));
+    resp.headers_mut().insert(
+        FALLBACK_HEADER.clone(),
+        HeaderValue::from_static(rej.reason.as_str()),
+    );
     if rej.reason == RejectReason::RateLimited {
         decorate(route, rej, resp.headers_mut());
     }
@@ -270,7 +272,10 @@ fn rate_headers(
 ) {
     if mode == RateHeaders::Never {
         if rejected {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(info.retry_after_secs()));
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(info.retry_after_secs()),
+            );
         }
         return;
     }

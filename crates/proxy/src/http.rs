@@ -39,11 +39,11 @@ use tracing::{debug, info};
 
 use crate::Shared;
 use crate::body::{ReqBody, RespBody};
-use crate::guards;
-use hastack_guard::FallbackAction;
 use crate::config::{HashKey, ListenerKind};
+use crate::guards;
 use crate::pool::{Member, Pick, Pool};
 use crate::upstream::{self, ConnectError, Lease};
+use hastack_guard::FallbackAction;
 
 /// Most fresh-connection redos after finding a pooled connection dead.
 const MAX_STALE_REDOS: u32 = 2;
@@ -135,7 +135,11 @@ pub async fn handle(
             let ip = conn.peer.ip();
             let admitted = match guards::listener_limit(&listener, ip, req.headers()).await {
                 Some(resp) => Err(Ok(resp)),
-                None => match route.guard.admit(route.guard.rate_key(ip, req.headers()), start).await {
+                None => match route
+                    .guard
+                    .admit(route.guard.rate_key(ip, req.headers()), start)
+                    .await
+                {
                     Ok(permit) => match guards::pool_slot(route).await {
                         Ok(slot) => Ok((permit, slot)),
                         Err(rej) => Err(Err(rej)),

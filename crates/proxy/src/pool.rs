@@ -661,7 +661,10 @@ impl Pool {
         let open = self
             .members
             .iter()
-            .filter(|m| m.breaker().is_some_and(|b| b.state() != BreakerState::Closed))
+            .filter(|m| {
+                m.breaker()
+                    .is_some_and(|b| b.state() != BreakerState::Closed)
+            })
             .count();
         if open > 0 {
             parts.push(format!("{open} with an open or half-open breaker"));

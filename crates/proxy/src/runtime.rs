@@ -201,7 +201,9 @@ impl Runtime {
                     .filter(|l| l.policy() == policy)
                     .cloned();
                 let l = carried.unwrap_or_else(|| ConcurrencyLimiter::new(policy.clone()));
-                guards.metrics.track_concurrency(&format!("pool:{name}"), &l);
+                guards
+                    .metrics
+                    .track_concurrency(&format!("pool:{name}"), &l);
                 l
             });
             let pool = Pool::new(pspec.clone(), members, metrics.pool(name), limiter);
@@ -331,9 +333,10 @@ fn build_route(
             .and_then(|o| o.guard.breaker())
             .filter(|x| x.policy() == *b)
             .cloned();
-        guard = guard.with_breaker(carried.unwrap_or_else(|| {
-            Breaker::new(*b, hastack_balance::hash_key(spec.name.as_bytes()))
-        }));
+        guard =
+            guard.with_breaker(carried.unwrap_or_else(|| {
+                Breaker::new(*b, hastack_balance::hash_key(spec.name.as_bytes()))
+            }));
     }
     let own = g.concurrency.as_ref().map(|policy| {
         old.filter(|o| o.own_limiter)
@@ -363,7 +366,10 @@ fn build_route(
         guard = guard.with_fallback(carried.unwrap_or(f).clone());
         if let FallbackAction::Pool(name) = &f.action {
             fallback_pool = pools.get(name.as_str()).map(|p| {
-                let class = p.limiter.as_ref().map_or(ClassId(0), |l| class_in(l, priority));
+                let class = p
+                    .limiter
+                    .as_ref()
+                    .map_or(ClassId(0), |l| class_in(l, priority));
                 (p.clone(), class)
             });
         }
@@ -378,4 +384,179 @@ fn build_route(
         rate_headers,
         own_limiter,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hastack_config::Source;
+    use prometheus_client::registry::Registry;
+
+    const TEXT: &str = r#"
+[proxy]
+workers = 1
+[[proxy.listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+pool = "app"
+[proxy.listeners.rate_limit]
+rate = 1000
+[[proxy.listeners.routes]]
+name = "checkout"
+path_prefix = "/checkout"
+pool = "app"
+priority = "critical"
+[proxy.listeners.routes.rate_limit]
+rate = 20
+[proxy.listeners.routes.breaker]
+failure_ratio = 0.5
+[proxy.listeners.routes.concurrency]
+max_inflight = 10
+[proxy.listeners.routes.fallback]
+body = "sorry"
+[[proxy.listeners.routes]]
+name = "search"
+path_prefix = "/search"
+pool = "app"
+[proxy.listeners.routes.fallback]
+pool = "static"
+[proxy.pools.app]
+members = ["127.0.0.1:9001"]
+[proxy.pools.app.concurrency]
+max_inflight = 100
+[proxy.pools.app.concurrency.shedding]
+[proxy.pools.app.breaker]
+[proxy.pools.static]
+members = ["127.0.0.1:9101"]
+[proxy.pools.static.concurrency]
+max_inflight = 5
+"#;
+
+    fn spec(text: &str) -> ProxySpec {
+        let src = Source::parse("t.toml", text.to_string()).unwrap();
+        crate::config::load(&src).unwrap().0
+    }
+
+    fn same<T>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+        matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
+    }
+
+    #[tokio::test]
+    async fn unchanged_guards_survive_a_rebuild_and_changed_ones_restart() {
+        let mut reg = Registry::default();
+        let metrics = Metrics::register(&mut reg);
+        let guards = Guards::register(&mut reg);
+        let (a, _) = Runtime::build(1, spec(TEXT), None, &metrics, &guards);
+        let (b, _) = Runtime::build(2, spec(TEXT), Some(&a), &metrics, &guards);
+        let (ra, rb) = (a.route("checkout").unwrap(), b.route("checkout").unwrap());
+        assert!(same(ra.guard.rate_limiter(), rb.guard.rate_limiter()));
+        assert!(same(ra.guard.breaker(), rb.guard.breaker()));
+        assert!(same(ra.guard.concurrency(), rb.guard.concurrency()));
+        assert_eq!(ra.guard.fallback().unwrap().served_total(), 0);
+        assert!(Arc::ptr_eq(ra.guard.switch(), rb.guard.switch()));
+        // The route has its own bulkhead and the pool one too: both apply.
+        let (pool_limiter, class) = rb.pool_slot.as_ref().unwrap();
+        assert!(same(Some(pool_limiter), b.pools["app"].limiter.as_ref()));
+        assert_eq!(*class, ClassId(0), "critical is the first default class");
+        assert!(same(
+            a.pools["app"].limiter.as_ref(),
+            b.pools["app"].limiter.as_ref()
+        ));
+        assert!(same(
+            a.pools["app"].members[0].breaker().as_ref(),
+            b.pools["app"].members[0].breaker().as_ref()
+        ));
+        let la = a.listeners["web"].rate_limit.as_ref().unwrap();
+        let lb = b.listeners["web"].rate_limit.as_ref().unwrap();
+        assert!(Arc::ptr_eq(&la.0, &lb.0));
+        // The search route borrows the pool's bulkhead at its "normal" class and falls
+        // back to the static pool.
+        let search = b.route("search").unwrap();
+        assert!(same(
+            search.guard.concurrency(),
+            b.pools["app"].limiter.as_ref()
+        ));
+        let (fp, _) = search.fallback_pool.as_ref().unwrap();
+        assert_eq!(fp.name(), "static");
+        // The default route exists, named after the listener.
+        assert!(b.route("web").unwrap().spec.is_default);
+
+        // A switch thrown in generation 2 holds in generation 3.
+        rb.guard.switch().disable();
+        // Members are carried over (the same objects); keep the breaker they hold now.
+        let member_breaker = b.pools["app"].members[0].breaker();
+        let changed = TEXT
+            .replace("failure_ratio = 0.5", "failure_ratio = 0.4")
+            .replace(
+                "[proxy.pools.app.breaker]\n",
+                "[proxy.pools.app.breaker]\nmin_calls = 7\n",
+            );
+        let (c, _) = Runtime::build(3, spec(&changed), Some(&b), &metrics, &guards);
+        let rc = c.route("checkout").unwrap();
+        assert!(rc.guard.switch().is_disabled());
+        assert!(same(rb.guard.rate_limiter(), rc.guard.rate_limiter()));
+        assert!(
+            !same(rb.guard.breaker(), rc.guard.breaker()),
+            "changed policy: fresh breaker"
+        );
+        assert!(Arc::ptr_eq(
+            &b.pools["app"].members[0],
+            &c.pools["app"].members[0]
+        ));
+        assert!(!same(
+            member_breaker.as_ref(),
+            c.pools["app"].members[0].breaker().as_ref()
+        ));
+        assert_eq!(
+            c.pools["app"].members[0]
+                .breaker()
+                .unwrap()
+                .policy()
+                .min_calls,
+            7
+        );
+
+        // One series per guard, however many builds tracked it.
+        drop((a, b, member_breaker));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        for (needle, n) in [
+            ("hastack_guard_route_disabled{scope=\"checkout\"} 1", 1),
+            ("hastack_guard_concurrency_limit{scope=\"pool:app\"} 100", 1),
+            ("hastack_guard_concurrency_limit{scope=\"checkout\"} 10", 1),
+            (
+                "hastack_guard_concurrency_limit{scope=\"pool:static\"} 5",
+                1,
+            ),
+            (
+                "hastack_guard_breaker_state{scope=\"app/127.0.0.1:9001\",state=\"closed\"} 1",
+                1,
+            ),
+            (
+                "hastack_guard_rate_limited_total{scope=\"listener:web\"} 0",
+                1,
+            ),
+        ] {
+            assert_eq!(out.matches(needle).count(), n, "{needle} in:\n{out}");
+        }
+    }
+
+    #[tokio::test]
+    async fn switches_of_removed_routes_are_forgotten_unless_disabled() {
+        let mut reg = Registry::default();
+        let metrics = Metrics::register(&mut reg);
+        let guards = Guards::register(&mut reg);
+        let (a, _) = Runtime::build(1, spec(TEXT), None, &metrics, &guards);
+        a.route("checkout").unwrap().guard.switch().disable();
+        let without = TEXT
+            .replace("name = \"checkout\"", "name = \"pay\"")
+            .replace("name = \"search\"", "name = \"find\"");
+        let (b, _) = Runtime::build(2, spec(&without), Some(&a), &metrics, &guards);
+        let names: Vec<String> = guards.board.states().into_iter().map(|s| s.route).collect();
+        assert!(names.contains(&"checkout".to_string()), "{names:?}");
+        assert!(!names.contains(&"search".to_string()), "{names:?}");
+        let (c, _) = Runtime::build(3, spec(TEXT), Some(&b), &metrics, &guards);
+        assert!(c.route("checkout").unwrap().guard.switch().is_disabled());
+        assert!(!c.route("search").unwrap().guard.switch().is_disabled());
+    }
 }
