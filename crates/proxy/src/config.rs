@@ -977,12 +977,12 @@ struct RouteCtx<'a> {
     pools: &'a BTreeMap<Arc<str>, PoolSpec>,
 }
 
+/// Validate a route's guard tables (at `at`, the route's own path) for route `name` served
+/// by pool `pool`.
 #[allow(
     clippy::too_many_arguments,
     reason = "one validation pass threads its context"
 )]
-/// Validate a route's guard tables (at `at`, the route's own path) for route `name` served
-/// by pool `pool`.
 fn validate_route_guards(
     src: &Source,
     at: &KeyPath,
