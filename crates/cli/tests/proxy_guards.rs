@@ -512,6 +512,11 @@ members = [{f}]
         (a.status, a.body.as_str(), a.header("x-hastack-fallback")),
         (503, "registration is paused", "disabled")
     );
+    assert_eq!(
+        a.header("retry-after"),
+        "",
+        "nobody knows when a switched-off route returns"
+    );
     // Other routes are untouched.
     assert_eq!(get(listen, "/other").await.status, 200);
 
@@ -642,5 +647,15 @@ fn the_sale_day_example_passes_check() {
     assert!(
         !err.contains("warning"),
         "the example should be warning-free: {err}"
+    );
+    // docs/guards.md shows the same file (everything from `[proxy]` on), so the doc's
+    // worked example is the one checked here.
+    let example = std::fs::read_to_string(file).unwrap();
+    let body = &example[example.find("[proxy]\n").unwrap()..];
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/guards.md"))
+        .unwrap();
+    assert!(
+        doc.contains(body),
+        "docs/guards.md's sale-day example differs from examples/sale-day.toml"
     );
 }

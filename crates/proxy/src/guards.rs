@@ -132,12 +132,17 @@ fn refusal(reason: RejectReason) -> Rejection {
 /// fallback on timeout or upstream failure).
 pub fn settle(
     route: &RouteRt,
+    start: Instant,
     permit: RoutePermit,
     slot: Option<ConcurrencyPermit>,
     resp: Response<RespBody>,
 ) -> Response<RespBody> {
     let outcome = outcome_of(resp.status());
-    let done = Instant::now();
+    // Read the clock only for a guard that measures time (breaker latency, adaptive RTT,
+    // slot release): an unguarded route pays nothing here.
+    let timed =
+        slot.is_some() || route.guard.breaker().is_some() || route.guard.concurrency().is_some();
+    let done = if timed { Instant::now() } else { start };
     let rate = permit.rate_info().copied();
     permit.complete(done, outcome);
     if let Some(s) = slot {
@@ -237,14 +242,22 @@ pub fn mark_fallback(route: &RouteRt, rej: &Rejection, resp: &mut Response<RespB
 }
 
 /// `Retry-After` and, for a rate-limit refusal, the `RateLimit` fields (kept when a
-/// fallback answers: the client still learns when to come back).
+/// fallback answers: the client still learns when to come back). `Retry-After` says what
+/// the guard knows: the rate limiter's and an open breaker's own figures, "1" for
+/// overload; nothing for a route switched off (nobody knows when it comes back). A header
+/// the operator put on a static fallback wins.
 fn decorate(route: &RouteRt, rej: &Rejection, h: &mut HeaderMap) {
     match (route.guard.rate_limiter(), rej.rate) {
         (Some(rl), Some(info)) if rej.reason == RejectReason::RateLimited => {
+            let operator = h.get(header::RETRY_AFTER).cloned();
             rate_headers(h, rl, &info, true, route.rate_headers);
+            if let Some(v) = operator {
+                h.insert(header::RETRY_AFTER, v);
+            }
         }
         _ => {
-            if !h.contains_key(header::RETRY_AFTER) {
+            let known = rej.retry_after.is_some() || rej.reason != RejectReason::Disabled;
+            if known && !h.contains_key(header::RETRY_AFTER) {
                 h.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after_secs(rej.retry_after)),

@@ -157,7 +157,11 @@ pub async fn handle(
                         start,
                     };
                     let (resp, member, tries) = forward(&ctx, req).await;
-                    (guards::settle(route, permit, slot, resp), member, tries)
+                    (
+                        guards::settle(route, start, permit, slot, resp),
+                        member,
+                        tries,
+                    )
                 }
                 Err(Ok(resp)) => (resp, None, 0),
                 Err(Err(rej)) => match (route.guard.fallback_for(&rej), &route.fallback_pool) {
