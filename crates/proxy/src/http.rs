@@ -113,9 +113,15 @@ pub async fn handle(
             req.uri().path().to_string(),
         )
     });
+    // The guards (crate::guards): the listener's rate limit counts every request, routed
+    // or not; then the route's switch, rate limit, breaker and bulkhead, and a refusal gets
+    // the route's fallback.
+    let ip = conn.peer.ip();
+    let limited = guards::listener_limit(&listener, ip, req.headers()).await;
     let route = listener.route(&request_host(&req), req.uri().path());
-    let (resp, member, tries) = match route {
-        None => (
+    let (resp, member, tries) = match (limited, route) {
+        (Some(resp), _) => (resp, None, 0),
+        (None, None) => (
             error_response(
                 StatusCode::NOT_FOUND,
                 "no_route",
@@ -129,23 +135,11 @@ pub async fn handle(
             None,
             0,
         ),
-        Some(route) => {
-            // The guards (crate::guards): listener rate limit, then the route's switch,
-            // rate limit, breaker and bulkhead; a refusal gets the route's fallback.
-            let ip = conn.peer.ip();
-            let admitted = match guards::listener_limit(&listener, ip, req.headers()).await {
-                Some(resp) => Err(Ok(resp)),
-                None => match route
-                    .guard
-                    .admit(route.guard.rate_key(ip, req.headers()), start)
-                    .await
-                {
-                    Ok(permit) => match guards::pool_slot(route).await {
-                        Ok(slot) => Ok((permit, slot)),
-                        Err(rej) => Err(Err(rej)),
-                    },
-                    Err(rej) => Err(Err(rej)),
-                },
+        (None, Some(route)) => {
+            let key = route.guard.rate_key(ip, req.headers());
+            let admitted = match route.guard.admit(key, start).await {
+                Ok(permit) => guards::pool_slot(route).await.map(|slot| (permit, slot)),
+                Err(rej) => Err(rej),
             };
             match admitted {
                 Ok((permit, slot)) => {
@@ -163,8 +157,7 @@ pub async fn handle(
                         tries,
                     )
                 }
-                Err(Ok(resp)) => (resp, None, 0),
-                Err(Err(rej)) => match (route.guard.fallback_for(&rej), &route.fallback_pool) {
+                Err(rej) => match (route.guard.fallback_for(&rej), &route.fallback_pool) {
                     (Some(FallbackAction::Static(s)), _) => {
                         (guards::static_fallback(route, s, &rej), None, 0)
                     }
