@@ -39,6 +39,10 @@ pub const COMPONENTS: &[Component] = &[
         },
     },
     Component {
+        section: "vip",
+        validate: |src| hastack_vip::load(src).map(|(c, w)| (hastack_vip::summary(&c), w)),
+    },
+    Component {
         section: hastack_chaos::scenario::SECTION,
         validate: hastack_chaos::scenario::check,
     },

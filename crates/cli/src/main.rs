@@ -17,11 +17,18 @@ mod check;
 mod logging;
 mod proxy;
 mod signals;
+mod vip;
 
 /// Redundancy and automatic failover for every layer of an internet service, with the
 /// measurements to prove it.
 #[derive(Debug, Parser)]
-#[command(name = "hastack", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "hastack",
+    version,
+    about = "Redundancy and automatic failover for every layer of an internet service, with the measurements to prove it.",
+    long_about = None,
+    propagate_version = true
+)]
 struct Cli {
     /// Log filter, e.g. `info`, `debug`, `hastack_proxy=debug,info` (overrides HASTACK_LOG).
     #[arg(long, global = true, value_name = "FILTER")]
@@ -37,16 +44,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate config files: every error with file:line:column, or a short summary.
-    Check(check::Args),
-    /// Run the HTTP/TCP load balancer (SIGHUP reloads, SIGTERM drains).
-    Proxy(proxy::Args),
-    /// Run the tiny built-in app server (a backend for demos, tests and drills).
-    App(app::Args),
-    /// Chaos drills: run a scenario, compare two, or run a standalone fault proxy.
-    Chaos(chaos::Args),
     /// Start a small stack on loopback, hurt it, and print its availability scorecard.
     Demo(chaos::DemoArgs),
+    /// Run the HTTP/TCP load balancer (SIGHUP reloads, SIGTERM drains).
+    Proxy(proxy::Args),
+    /// Floating virtual IPs: VRRPv3/v2 failover between hosts (keepalived-compatible).
+    Vip(vip::Args),
+    /// Chaos drills: run a scenario, compare two, or run a standalone fault proxy.
+    Chaos(chaos::Args),
+    /// Validate config files: every error with file:line:column, or a short summary.
+    Check(check::Args),
+    /// Run the tiny built-in app server (a backend for demos, tests and drills).
+    App(app::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +65,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::App(args) => app::run(args),
+        Command::Vip(args) => vip::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Demo(args) => chaos::demo(args),
     };

@@ -333,12 +333,12 @@ pub fn member_failed(permit: Option<BreakerPermit>, now: Instant) {
     }
 }
 
-/// The connection failed mid-request. On a reused connection that is usually the
-/// keep-alive race (the member closed an idle connection as we wrote), not evidence
-/// against the member: the call is cancelled instead of counted.
-pub fn member_reset(permit: Option<BreakerPermit>, now: Instant, reused: bool) {
+/// The connection failed mid-request. `race`: it was a reused connection that closed
+/// before any answer, usually the keep-alive race (the member closed an idle connection as
+/// we wrote), not evidence against the member: the call is cancelled instead of counted.
+pub fn member_reset(permit: Option<BreakerPermit>, now: Instant, race: bool) {
     if let Some(p) = permit {
-        if !reused {
+        if !race {
             let _ = p.record(now, true);
         }
     }

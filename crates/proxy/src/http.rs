@@ -23,7 +23,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,7 +31,6 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -41,6 +39,7 @@ use crate::Shared;
 use crate::body::{ReqBody, RespBody};
 use crate::config::{HashKey, ListenerKind};
 use crate::guards;
+use crate::h1::{self, H1Error};
 use crate::pool::{Member, Pick, Pool};
 use crate::upstream::{self, ConnectError, Lease};
 use hastack_guard::FallbackAction;
@@ -214,14 +213,16 @@ struct Ctx<'a> {
 
 /// Why a try failed.
 enum TryError {
-    /// No connection could be made; the request was not sent and comes back.
-    Connect(ConnectError, Request<ReqBody>),
-    /// The request came back unsent (the connection was closed or not ready).
-    NotSent(Request<ReqBody>, bool),
-    /// The request was (possibly partly) sent, then the connection failed.
-    Failed { reused: bool, error: hyper::Error },
+    /// No connection could be made; nothing was sent.
+    Connect(ConnectError),
+    /// A pooled connection was dead before any request byte left: redo on a fresh one.
+    NotSent,
+    /// The request was (possibly partly) sent, then the exchange failed.
+    Failed { reused: bool, error: H1Error },
     /// No response headers within the try timeout.
     Timeout,
+    /// The client's own request body failed.
+    Client(crate::body::BoxError),
 }
 
 /// Forward `req` through the pool. Returns the response, the member that answered, and the
@@ -260,12 +261,13 @@ async fn forward(
         ReqBody::Empty
     } else if idempotent && !upgrade {
         match read_prefix(body, spec.retry.buffer_body, ctx.max_body).await {
-            Ok(Prefix::Complete(b)) => ReqBody::Full(Some(b)),
+            Ok(Prefix::Complete(b)) => ReqBody::Full(b),
             Ok(Prefix::Partial(head, rest)) => ReqBody::Stream {
                 seen: head.len() as u64,
                 head: Some(head),
                 rest,
                 limit: ctx.max_body,
+                declared: content_length(&parts.headers),
                 too_large: too_large.clone(),
             },
             Err(PrefixError::TooLarge) => {
@@ -299,10 +301,11 @@ async fn forward(
             rest: body,
             seen: 0,
             limit: ctx.max_body,
+            declared: content_length(&parts.headers),
             too_large: too_large.clone(),
         }
     };
-    let resendable = idempotent && body.try_clone().is_some();
+    let resendable = idempotent && body.resendable();
 
     let hash = spec
         .hash_key
@@ -394,21 +397,16 @@ async fn forward(
         let member = pool.members[idx].clone();
         let breaker = guards::member_try(&member, now);
 
-        // This try's request: a copy if a retry may need the body again.
-        let try_body = match body.try_clone() {
-            Some(b) => b,
-            None => std::mem::replace(&mut body, ReqBody::Empty),
+        let head = h1::RequestHead {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
         };
-        let mut up = Request::new(try_body);
-        *up.method_mut() = method.clone();
-        *up.uri_mut() = uri.clone();
-        *up.version_mut() = Version::HTTP_11;
-        *up.headers_mut() = headers.clone();
-
         let remaining = deadline.saturating_duration_since(now);
         let (result, done) = try_once(
             &member,
-            up,
+            head,
+            &mut body,
             now,
             spec.connect_timeout.min(remaining),
             spec.try_timeout.min(remaining),
@@ -417,11 +415,12 @@ async fn forward(
         .await;
         attempt += 1;
         now = done;
+        // Connect failures and dead pooled connections leave even a streamed body untouched.
         let can_retry_unsent = attempt < attempts;
         let can_retry_sent = resendable && attempt < attempts && !upgrade;
         match result {
-            Ok((resp, lease)) => {
-                let status = resp.status().as_u16();
+            Ok((exchange, lease)) => {
+                let status = exchange.head.status.as_u16();
                 guards::member_status(breaker, now, status);
                 if status >= 500 {
                     member.metrics.err_status.inc();
@@ -436,9 +435,9 @@ async fn forward(
                 {
                     pool.metrics.retry_status.inc();
                     debug!(pool = %spec.name, member = %member.name(), status, "retrying on status");
-                    // Release the connection now; if every retry fails, the client gets
-                    // this status with an explanation.
-                    drop((resp, lease));
+                    // Release the connection now (unread, so not reusable); if every retry
+                    // fails, the client gets this status with an explanation.
+                    drop((exchange, lease));
                     last = Some(error_response(
                         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
                         "upstream_status",
@@ -451,13 +450,11 @@ async fn forward(
                     now = backoff(spec, attempt, deadline, now, &mut rng).await;
                     continue;
                 }
-                let mut resp = finish_response(resp, lease, &method);
-                if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client_up) = on_upgrade.take() {
-                        let upstream_up = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(splice_upgrade(client_up, upstream_up));
-                    }
-                }
+                let mut resp = if upgrade && status == 101 {
+                    upgrade_response(exchange, lease, on_upgrade.take())
+                } else {
+                    finish_response(exchange, lease)
+                };
                 if let Some(s) = &spec.sticky {
                     if sticky_cookie.as_deref() != Some(member.token()) {
                         set_sticky_cookie(&mut resp, s, member.token());
@@ -465,10 +462,8 @@ async fn forward(
                 }
                 return (resp, Some(member), attempt);
             }
-            Err(TryError::Connect(e, req)) => {
+            Err(TryError::Connect(e)) => {
                 guards::member_failed(breaker, now);
-                // Never sent: the body (even a stream) is intact for another try.
-                body = req.into_body();
                 member.metrics.err_connect.inc();
                 if e.proves_dead() {
                     member.report(now, hastack_core::health::Event::ConnectFailed);
@@ -491,12 +486,12 @@ async fn forward(
                 }
                 return (resp, None, attempt);
             }
-            Err(TryError::NotSent(req, _reused)) => {
-                // A pooled connection died under us: redo on a fresh one, same member.
+            Err(TryError::NotSent) => {
+                // A pooled connection died under us before any byte left: redo on a fresh
+                // one, same member, without spending an attempt.
                 if stale_redos < MAX_STALE_REDOS {
                     stale_redos += 1;
                     attempt -= 1;
-                    body = req.into_body();
                     redo_member = Some(idx);
                     continue;
                 }
@@ -511,24 +506,27 @@ async fn forward(
                     attempt,
                 );
             }
+            Err(TryError::Client(e)) => {
+                // The client's own body failed: its fault, nothing to retry.
+                let (status, kind) = if too_large.load(Ordering::Relaxed) {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+                } else {
+                    (StatusCode::BAD_REQUEST, "bad_request_body")
+                };
+                return (
+                    error_response(status, kind, format!("{e}"), None),
+                    None,
+                    attempt,
+                );
+            }
             Err(TryError::Failed { reused, error }) => {
-                if too_large.load(Ordering::Relaxed) {
-                    return (
-                        error_response(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "body_too_large",
-                            format!("request body exceeds the limit of {} bytes", ctx.max_body),
-                            None,
-                        ),
-                        None,
-                        attempt,
-                    );
-                }
                 member.metrics.err_reset.inc();
-                guards::member_reset(breaker, now, reused);
-                // A reused connection failing is often the keep-alive race (the member
-                // closed an idle connection as we wrote): not evidence against the member.
-                if !reused {
+                // A reused connection failing before any answer is often the keep-alive
+                // race (the member closed an idle connection as we wrote): not evidence
+                // against the member.
+                let race = reused && matches!(error, H1Error::ClosedBeforeResponse);
+                guards::member_reset(breaker, now, race);
+                if !race {
                     member.gateway_error(now, pool.may_eject());
                 }
                 debug!(pool = %spec.name, member = %member.name(), reused, error = %error, "try failed");
@@ -590,106 +588,112 @@ async fn backoff(
 /// Returns the result and the time it ended.
 async fn try_once(
     member: &Arc<Member>,
-    req: Request<ReqBody>,
+    head: h1::RequestHead<'_>,
+    body: &mut ReqBody,
     now: Instant,
     connect_timeout: Duration,
     try_timeout: Duration,
     fresh_only: bool,
-) -> (Result<(Response<Incoming>, Lease), TryError>, Instant) {
+) -> (Result<(h1::Exchange, Lease), TryError>, Instant) {
     let epoch = member.epoch();
     let mut lease = Lease::begin(member.clone(), epoch);
     member.metrics.requests.inc();
-    let mut tx: Option<SendRequest<ReqBody>> = None;
-    let mut reused = false;
-    if !fresh_only {
-        while let Some(mut t) = member.conns.checkout(epoch, now) {
-            // Usually ready at once; otherwise wait for the connection to signal readiness
-            // (it may have been checked in the instant its last response ended). A closed
-            // one errors at once. Polling first avoids arming a timer per request.
-            let first = std::future::poll_fn(|cx| Poll::Ready(t.poll_ready(cx))).await;
-            let ready = match first {
-                Poll::Ready(r) => r.is_ok(),
-                Poll::Pending => matches!(
-                    tokio::time::timeout(connect_timeout, t.ready()).await,
-                    Ok(Ok(()))
-                ),
-            };
-            if ready {
-                tx = Some(t);
-                reused = true;
-                break;
-            }
-        }
-    }
-    let (mut tx, sent_at) = match tx {
-        Some(t) => (t, now),
+    let pooled = if fresh_only {
+        None
+    } else {
+        member.conns.checkout(epoch, now)
+    };
+    let reused = pooled.is_some();
+    let (mut conn, sent_at) = match pooled {
+        Some(c) => (c, now),
         None => match upstream::connect_http(member.addr(), connect_timeout).await {
-            Ok(t) => (t, Instant::now()),
-            Err(e) => return (Err(TryError::Connect(e, req)), Instant::now()),
+            Ok(c) => (c, Instant::now()),
+            Err(e) => return (Err(TryError::Connect(e)), Instant::now()),
         },
     };
-    let result = tokio::time::timeout(try_timeout, tx.try_send_request(req)).await;
+    let result = tokio::time::timeout(try_timeout, conn.send(head, body)).await;
     let done = Instant::now();
     let r = match result {
         Err(_) => Err(TryError::Timeout),
-        Ok(Err(mut e)) => match e.take_message() {
-            Some(req) => Err(TryError::NotSent(req, reused)),
-            None => Err(TryError::Failed {
-                reused,
-                error: e.into_error(),
-            }),
-        },
-        Ok(Ok(resp)) => {
+        Ok(Err(e)) => Err(match e.error {
+            H1Error::ClientBody(b) => TryError::Client(b),
+            // Nothing left the proxy on a pooled connection: a stale connection.
+            _ if reused && !e.written => TryError::NotSent,
+            error => TryError::Failed { reused, error },
+        }),
+        Ok(Ok(exchange)) => {
             let rtt = done.saturating_duration_since(sent_at);
             member.load.observe(rtt, done);
             member.metrics.latency.observe(rtt.as_secs_f64());
-            lease.attach(tx);
-            Ok((resp, lease))
+            lease.attach(conn);
+            Ok((exchange, lease))
         }
     };
     (r, done)
 }
 
-/// Turn an upstream response into the client's: strip hop-by-hop headers and attach the
-/// lease to the body (or settle it now if there is no body).
-fn finish_response(
-    resp: Response<Incoming>,
-    mut lease: Lease,
-    method: &Method,
-) -> Response<RespBody> {
-    let (mut parts, body) = resp.into_parts();
-    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
-        strip_hop_by_hop(&mut parts.headers);
-    }
-    let body = if body.is_end_stream() || method == Method::HEAD {
-        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+/// Turn an upstream response head into the client's response: hop-by-hop headers go, the
+/// body is read from the member's connection as the client consumes it.
+fn finish_response(exchange: h1::Exchange, mut lease: Lease) -> Response<RespBody> {
+    let h1::Exchange {
+        head,
+        framing,
+        keep_alive,
+    } = exchange;
+    let mut headers = head.headers;
+    strip_hop_by_hop(&mut headers);
+    let empty = matches!(framing, h1::Framing::Empty | h1::Framing::Length(0));
+    if empty {
+        // Nothing more to read: settle now (the client may never poll an empty body).
+        let clean = lease.conn_mut().is_some_and(|c| !c.has_leftover());
+        if keep_alive && clean {
             lease.mark_reusable();
         }
-        drop(lease);
-        // Keep the (empty) upstream body so hyper sees the same framing.
-        RespBody::Upstream {
-            inner: body,
-            lease: None,
-        }
-    } else {
-        RespBody::Upstream {
-            inner: body,
-            lease: Some(lease),
-        }
-    };
-    Response::from_parts(parts, body)
+    }
+    let mut resp = Response::new(RespBody::Upstream {
+        lease,
+        framing,
+        keep_alive,
+        finished: empty,
+    });
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = headers;
+    resp
 }
 
-async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (c, u) = match tokio::join!(client, upstream) {
-        (Ok(c), Ok(u)) => (c, u),
-        (c, u) => {
-            debug!(client = c.is_ok(), upstream = u.is_ok(), "upgrade failed");
+/// A `101 Switching Protocols` from the member: answer the client with it and, once the
+/// client's side is upgraded too, splice the two connections.
+fn upgrade_response(
+    exchange: h1::Exchange,
+    mut lease: Lease,
+    client: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<RespBody> {
+    let conn = lease.take_conn();
+    drop(lease);
+    if let (Some(conn), Some(client)) = (conn, client) {
+        tokio::spawn(splice_upgrade(client, conn));
+    }
+    let mut resp = Response::new(RespBody::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = exchange.head.headers;
+    resp
+}
+
+async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: h1::Conn) {
+    use tokio::io::AsyncWriteExt;
+    let client = match client.await {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(error = %e, "client upgrade failed");
             return;
         }
     };
-    let mut c = TokioIo::new(c);
-    let mut u = TokioIo::new(u);
+    let mut c = TokioIo::new(client);
+    let (mut u, early) = upstream.into_parts();
+    // Bytes the member sent right after its 101 belong to the client.
+    if !early.is_empty() && c.write_all(&early).await.is_err() {
+        return;
+    }
     if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
         debug!(error = %e, "upgraded connection ended with an error");
     }

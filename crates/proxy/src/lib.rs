@@ -25,6 +25,7 @@
 pub mod body;
 pub mod config;
 pub mod guards;
+pub mod h1;
 pub mod http;
 pub mod metrics;
 pub mod pool;

@@ -12,7 +12,8 @@
 //!   *epoch*; the epoch advances whenever the member stops being usable, so nothing pooled
 //!   before a failure is ever reused after it.
 //! * A connection returns to the pool only after its response body ended cleanly (HTTP/1.1
-//!   has one request in flight per connection).
+//!   has one request in flight per connection), and is checked for a close or reset by the
+//!   member before reuse (free unless the socket signalled something).
 
 use std::cell::Cell;
 use std::io;
@@ -21,13 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::ReqBody;
+use crate::h1::Conn;
 use crate::pool::Member;
 
 thread_local! {
@@ -59,9 +58,6 @@ pub enum ConnectError {
     /// Any other socket error (unreachable network, out of ports...).
     #[error("connect failed: {0}")]
     Io(io::Error),
-    /// The HTTP/1 handshake failed.
-    #[error("HTTP handshake failed: {0}")]
-    Handshake(hyper::Error),
 }
 
 impl ConnectError {
@@ -91,25 +87,13 @@ pub async fn dial(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Conn
     Ok(stream)
 }
 
-/// Open an HTTP/1.1 connection to `addr`; the connection task runs on the current runtime.
-pub async fn connect_http(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<SendRequest<ReqBody>, ConnectError> {
-    let stream = dial(addr, timeout).await?;
-    let (tx, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        // Errors here are seen by the request that was in flight; nothing to add.
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(tx)
+/// Open an HTTP/1.1 connection to `addr`.
+pub async fn connect_http(addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+    Ok(Conn::new(dial(addr, timeout).await?))
 }
 
 struct Idle {
-    tx: SendRequest<ReqBody>,
+    conn: Conn,
     epoch: u64,
     since: Instant,
 }
@@ -157,32 +141,30 @@ impl ConnPool {
     }
 
     /// The most recently used idle connection of this worker that is still open and from
-    /// `epoch`; stale ones found on the way are closed. The caller must still await
-    /// `ready()`: a connection checked in the instant its response ended may not have
-    /// signalled readiness yet.
-    pub fn checkout(&self, epoch: u64, now: Instant) -> Option<SendRequest<ReqBody>> {
+    /// `epoch`; stale ones found on the way are closed.
+    pub fn checkout(&self, epoch: u64, now: Instant) -> Option<Conn> {
         let mut slot = self.slot().lock();
         while let Some(idle) = slot.pop() {
             if idle.epoch == epoch
-                && !idle.tx.is_closed()
                 && now.saturating_duration_since(idle.since) < self.idle_timeout()
+                && idle.conn.looks_alive()
             {
-                return Some(idle.tx);
+                return Some(idle.conn);
             }
         }
         None
     }
 
     /// Return a connection after a clean response.
-    pub fn checkin(&self, tx: SendRequest<ReqBody>, epoch: u64, now: Instant) {
+    pub fn checkin(&self, conn: Conn, epoch: u64, now: Instant) {
         let max_idle = self.max_idle.load(Ordering::Relaxed);
-        if tx.is_closed() || max_idle == 0 {
+        if max_idle == 0 {
             return;
         }
         let mut slot = self.slot().lock();
         if slot.len() < max_idle {
             slot.push(Idle {
-                tx,
+                conn,
                 epoch,
                 since: now,
             });
@@ -192,7 +174,7 @@ impl ConnPool {
     /// Close every idle connection (the member went down or was removed).
     pub fn clear(&self) {
         for s in self.slots.iter() {
-            // Dropping a SendRequest ends its connection task, which closes the socket.
+            // Dropping a connection closes its socket.
             s.lock().clear();
         }
     }
@@ -203,7 +185,7 @@ impl ConnPool {
         let max_idle = self.max_idle.load(Ordering::Relaxed);
         for s in self.slots.iter() {
             let mut slot = s.lock();
-            slot.retain(|i| !i.tx.is_closed() && now.saturating_duration_since(i.since) < timeout);
+            slot.retain(|i| now.saturating_duration_since(i.since) < timeout);
             // Oldest first: trim from the front after a limit was lowered.
             let excess = slot.len().saturating_sub(max_idle);
             slot.drain(..excess);
@@ -224,7 +206,7 @@ fn nanos(d: Duration) -> u64 {
 /// the drop, its connection goes back to the idle pool.
 pub struct Lease {
     member: Arc<Member>,
-    tx: Option<SendRequest<ReqBody>>,
+    conn: Option<Conn>,
     epoch: u64,
     reusable: bool,
 }
@@ -244,7 +226,7 @@ impl Lease {
         member.metrics.inflight.inc();
         Lease {
             member,
-            tx: None,
+            conn: None,
             epoch,
             reusable: false,
         }
@@ -256,8 +238,23 @@ impl Lease {
     }
 
     /// Attach the connection the try uses.
-    pub fn attach(&mut self, tx: SendRequest<ReqBody>) {
-        self.tx = Some(tx);
+    pub fn attach(&mut self, conn: Conn) {
+        self.conn = Some(conn);
+    }
+
+    /// The attached connection.
+    pub fn conn_mut(&mut self) -> Option<&mut Conn> {
+        self.conn.as_mut()
+    }
+
+    /// Take the attached connection (for an upgrade).
+    pub fn take_conn(&mut self) -> Option<Conn> {
+        self.conn.take()
+    }
+
+    /// The member failed in the middle of a response body (nothing can be retried then).
+    pub fn upstream_failed_mid_body(&self) {
+        self.member.metrics.err_reset.inc();
     }
 
     /// The response ended cleanly: the connection may be reused.
@@ -271,8 +268,8 @@ impl Drop for Lease {
         self.member.load.end();
         self.member.metrics.inflight.dec();
         if self.reusable {
-            if let Some(tx) = self.tx.take() {
-                self.member.conns.checkin(tx, self.epoch, Instant::now());
+            if let Some(conn) = self.conn.take() {
+                self.member.conns.checkin(conn, self.epoch, Instant::now());
             }
         }
     }
