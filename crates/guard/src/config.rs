@@ -1,17 +1,19 @@
 //! Config: serde types for each guard (to embed in the proxy's routes, pools and listeners)
 //! and validation into the runtime policies, with every error located by key path.
 //!
-//! The proxy embeds the tables it wants, e.g.
+//! The proxy embeds the tables it wants (docs/guards.md lists where), e.g. on a route:
 //! ```toml
-//! [proxy.routes.checkout]
+//! [[proxy.listeners.routes]]
+//! name = "checkout"
+//! pool = "shop"
 //! priority = "critical"
-//! [proxy.routes.checkout.rate_limit]
+//! [proxy.listeners.routes.rate_limit]
 //! rate = 500
-//! [proxy.routes.checkout.breaker]
+//! [proxy.listeners.routes.breaker]
 //! failure_ratio = 0.5
-//! [proxy.routes.checkout.concurrency]
+//! [proxy.listeners.routes.concurrency]
 //! max_inflight = 200
-//! [proxy.routes.checkout.fallback]
+//! [proxy.listeners.routes.fallback]
 //! status = 503
 //! body_file = "pages/busy.html"
 //! ```
@@ -144,7 +146,8 @@ impl RateLimitSpec {
 }
 
 /// The name a table's guard reports in headers and metrics: the key above the guard's table
-/// (`proxy.routes.checkout.rate_limit` -> `checkout`).
+/// (`proxy.routes.checkout.rate_limit` -> `checkout`). Callers whose tables sit in arrays
+/// (the proxy's `[[proxy.listeners.routes]]`) overwrite `policy.name` with the route's name.
 fn scope_name(path: &KeyPath) -> String {
     let segs = path.segments();
     segs.len()

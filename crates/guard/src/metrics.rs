@@ -53,6 +53,19 @@ enum Tracked {
 }
 
 impl Tracked {
+    /// Whether both point at the same guard.
+    fn same(&self, other: &Tracked) -> bool {
+        match (self, other) {
+            (Tracked::Rate(a), Tracked::Rate(b)) => a.ptr_eq(b),
+            (Tracked::Breaker(a), Tracked::Breaker(b)) => a.ptr_eq(b),
+            (Tracked::Concurrency(a), Tracked::Concurrency(b)) => a.ptr_eq(b),
+            (Tracked::Fallback(a), Tracked::Fallback(b)) => a.ptr_eq(b),
+            (Tracked::Switch(a), Tracked::Switch(b)) => a.ptr_eq(b),
+            (Tracked::Budget(a), Tracked::Budget(b)) => a.ptr_eq(b),
+            _ => false,
+        }
+    }
+
     fn alive(&self) -> bool {
         match self {
             Tracked::Rate(w) => w.strong_count() > 0,
@@ -82,10 +95,15 @@ impl GuardMetrics {
         m
     }
 
+    /// Track `t` under `scope`. Idempotent: tracking the same guard under the same scope
+    /// again (a reload that carried the guard over) adds nothing, so `track_*` can be
+    /// called on every build without duplicating series.
     fn push(&self, scope: &str, t: Tracked) {
         let mut v = self.tracked.lock();
         v.retain(|(_, t)| t.alive());
-        v.push((scope.to_string(), t));
+        if !v.iter().any(|(s, x)| s == scope && x.same(&t)) {
+            v.push((scope.to_string(), t));
+        }
     }
 
     /// Track a route's rate limit, breaker, fallback and switch under `scope = route name`.
@@ -393,6 +411,23 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(
             out.contains("hastack_guard_route_disabled{scope=\"checkout\"} 0"),
+            "{out}"
+        );
+        // Tracking again (a reload that kept the guard) adds no second series.
+        m.track_breaker("pool/a", &b);
+        m.track_route(&route);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert_eq!(
+            out.matches("hastack_guard_breaker_state{scope=\"pool/a\",state=\"closed\"}")
+                .count(),
+            1,
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("hastack_guard_route_disabled{scope=\"checkout\"}")
+                .count(),
+            1,
             "{out}"
         );
         drop(b);

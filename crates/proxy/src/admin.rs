@@ -5,6 +5,10 @@
 //! * `POST /admin/reload`: re-read the config file and swap it in (422 with every error
 //!   when the new file is invalid; the running config stays).
 //! * `POST /admin/members/{pool}/{member}/{drain|enable|disable}`.
+//! * `POST /admin/routes/{route}/{disable|enable}`: switch a route off (it answers its
+//!   fallback, or 503, at once) or back on. The state belongs to the route name and
+//!   survives reloads. 404 for a route the current configuration does not have. Route
+//!   names containing `/` (the default `host + path_prefix` names) are written with `%2F`.
 
 use hastack_admin::{AdminHandler, AdminRequest, AdminResponse, HandlerFuture};
 use hastack_core::health::Event;
@@ -26,7 +30,7 @@ impl ProxyAdmin {
 
 impl AdminHandler for ProxyAdmin {
     fn describe(&self) -> &'static str {
-        "GET /status, POST /admin/reload, POST /admin/members/{pool}/{member}/{drain|enable|disable}"
+        "GET /status, POST /admin/reload, POST /admin/members/{pool}/{member}/{drain|enable|disable}, POST /admin/routes/{route}/{disable|enable}"
     }
 
     fn handle(&self, req: &AdminRequest) -> Option<HandlerFuture> {
@@ -62,6 +66,13 @@ impl AdminHandler for ProxyAdmin {
                 Some(Box::pin(async move {
                     member_command(&proxy, &pool, &member, &action)
                 }))
+            }
+            (&Method::POST, ["admin", "routes", route, action]) => {
+                let route = percent_decode(route);
+                let action = (*action).to_string();
+                Some(Box::pin(
+                    async move { route_command(&proxy, &route, &action) },
+                ))
             }
             (_, ["status"]) | (_, ["admin", ..]) => {
                 let m = req.method.clone();
@@ -100,6 +111,26 @@ fn member_command(proxy: &Proxy, pool: &str, member: &str, action: &str) -> Admi
     m.report(now, ev);
     info!(pool, member, action, "operator command");
     AdminResponse::json(StatusCode::OK, &m.view(now))
+}
+
+fn route_command(proxy: &Proxy, route: &str, action: &str) -> AdminResponse {
+    let disable = match action {
+        "disable" => true,
+        "enable" => false,
+        other => {
+            return AdminResponse::error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown action {other:?}: use disable or enable"),
+            );
+        }
+    };
+    match proxy.switch_route(route, disable) {
+        Some(view) => AdminResponse::json(StatusCode::OK, &view),
+        None => AdminResponse::error(
+            StatusCode::NOT_FOUND,
+            &format!("no route {route:?} in the running configuration (see GET /status)"),
+        ),
+    }
 }
 
 /// Decode `%XX` escapes (member names are often `host:port`, which clients may escape).

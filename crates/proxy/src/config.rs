@@ -15,6 +15,12 @@ use std::time::Duration;
 use hastack_balance::{HashAlgorithm, Strategy};
 use hastack_config::{ByteSize, Diagnostics, Dur, KeyPath, Source};
 use hastack_core::{Backoff, RetryBudgetPolicy};
+use hastack_guard::config::{
+    BreakerConfig, ConcurrencyConfig, FallbackConfig, RateLimitConfig, RateLimitSpec,
+    RouteGuardSpec, validate_breaker, validate_concurrency, validate_fallback, validate_priority,
+    validate_rate_limit,
+};
+use hastack_guard::{BreakerPolicy, ConcurrencyPolicy, FallbackAction, ShedPolicy};
 use hastack_probe::{HealthCheckConfig, ValidatedHealth};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -112,6 +118,38 @@ pub struct ListenerToml {
     /// Add `X-Forwarded-For` and `X-Forwarded-Proto` (default true).
     #[serde(default)]
     pub forwarded_headers: Option<bool>,
+    /// HTTP only: a rate limit over every request of the listener, checked before routing.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// HTTP only: the name and guards of the default route (requests no route matches,
+    /// served by `pool`).
+    #[serde(default)]
+    pub default_route: Option<DefaultRouteToml>,
+}
+
+/// `[proxy.listeners.default_route]`: the implicit route of requests that no
+/// `[[proxy.listeners.routes]]` entry matches (served by the listener's `pool`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRouteToml {
+    /// Name (default: the listener's name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Route circuit breaker.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// The route's own bulkhead (absent: the pool's, if any).
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
+    /// Priority class for shedding (default `normal`).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// What to answer instead of a refusal.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
 }
 
 /// `tls = { cert = "...", key = "..." }`.
@@ -139,6 +177,55 @@ pub struct RouteToml {
     pub path_prefix: Option<String>,
     /// Pool that serves the route.
     pub pool: String,
+    /// Rate limit.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Route circuit breaker.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// The route's own bulkhead (absent: the pool's, if any).
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
+    /// Priority class for shedding (default `normal`).
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// What to answer instead of a refusal.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+}
+
+/// The guard tables of one route, as written (shared by routes and default routes).
+#[derive(Debug, Clone, Copy, Default)]
+struct GuardTables<'a> {
+    rate_limit: Option<&'a RateLimitConfig>,
+    breaker: Option<&'a BreakerConfig>,
+    concurrency: Option<&'a ConcurrencyConfig>,
+    priority: Option<&'a str>,
+    fallback: Option<&'a FallbackConfig>,
+}
+
+impl<'a> From<&'a RouteToml> for GuardTables<'a> {
+    fn from(r: &'a RouteToml) -> Self {
+        GuardTables {
+            rate_limit: r.rate_limit.as_ref(),
+            breaker: r.breaker.as_ref(),
+            concurrency: r.concurrency.as_ref(),
+            priority: r.priority.as_deref(),
+            fallback: r.fallback.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a DefaultRouteToml> for GuardTables<'a> {
+    fn from(r: &'a DefaultRouteToml) -> Self {
+        GuardTables {
+            rate_limit: r.rate_limit.as_ref(),
+            breaker: r.breaker.as_ref(),
+            concurrency: r.concurrency.as_ref(),
+            priority: r.priority.as_deref(),
+            fallback: r.fallback.as_ref(),
+        }
+    }
 }
 
 /// `[proxy.pools.NAME]`.
@@ -188,6 +275,12 @@ pub struct PoolToml {
     /// backends' own keep-alive timeout.
     #[serde(default)]
     pub upstream_idle_timeout: Option<Dur>,
+    /// Bulkhead shared by every route to this pool (priority shedding lives here).
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyConfig>,
+    /// A circuit breaker per member: a member whose breaker is open is not picked.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
 }
 
 /// Strategy names as written.
@@ -379,8 +472,8 @@ pub struct ListenerSpec {
 /// HTTP or TCP specifics.
 #[derive(Debug, Clone)]
 pub enum ListenerKind {
-    /// An HTTP listener.
-    Http(HttpListenerSpec),
+    /// An HTTP listener (boxed: routes with guards make it large).
+    Http(Box<HttpListenerSpec>),
     /// A TCP listener forwarding to one pool.
     Tcp {
         /// The pool.
@@ -397,6 +490,12 @@ pub struct HttpListenerSpec {
     pub routes: Vec<RouteSpec>,
     /// Pool for requests no route matches.
     pub default_pool: Option<Arc<str>>,
+    /// The implicit route of requests no route matches (present iff `default_pool` is):
+    /// named after the listener unless `[..default_route] name` says otherwise, with the
+    /// guards of `[..default_route]`.
+    pub default_route: Option<RouteSpec>,
+    /// Listener-wide rate limit, checked before routing.
+    pub rate_limit: Option<RateLimitSpec>,
     /// Header read timeout.
     pub header_read_timeout: Duration,
     /// Largest request head.
@@ -415,6 +514,8 @@ impl fmt::Debug for HttpListenerSpec {
             .field("tls", &self.tls.as_ref().map(|t| &t.cert))
             .field("routes", &self.routes)
             .field("default_pool", &self.default_pool)
+            .field("default_route", &self.default_route)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -471,6 +572,10 @@ pub struct RouteSpec {
     pub path_prefix: String,
     /// Pool.
     pub pool: Arc<str>,
+    /// Guards (rate limit, breaker, own bulkhead, priority, fallback); all optional.
+    pub guards: RouteGuardSpec,
+    /// Whether this is a listener's implicit default route.
+    pub is_default: bool,
 }
 
 /// Where a hash key comes from.
@@ -569,6 +674,10 @@ pub struct PoolSpec {
     pub max_idle_per_member: usize,
     /// Idle upstream connection lifetime.
     pub upstream_idle_timeout: Duration,
+    /// Bulkhead shared by every route to this pool.
+    pub concurrency: Option<ConcurrencyPolicy>,
+    /// Per-member circuit breaker.
+    pub breaker: Option<BreakerPolicy>,
 }
 
 impl PoolSpec {
@@ -628,10 +737,35 @@ pub fn summary(spec: &ProxySpec) -> String {
             format!("{proto}://{}", l.addr)
         })
         .collect();
+    let routes: Vec<&RouteSpec> = spec
+        .listeners
+        .iter()
+        .filter_map(|l| match &l.kind {
+            ListenerKind::Http(h) => Some(h.routes.iter().chain(h.default_route.as_ref())),
+            ListenerKind::Tcp { .. } => None,
+        })
+        .flatten()
+        .collect();
+    let guarded = routes
+        .iter()
+        .filter(|r| {
+            let g = &r.guards;
+            g.rate_limit.is_some()
+                || g.breaker.is_some()
+                || g.concurrency.is_some()
+                || g.fallback.is_some()
+                || spec
+                    .pools
+                    .get(&r.pool)
+                    .is_some_and(|p| p.concurrency.is_some())
+        })
+        .count();
     format!(
-        "proxy: {} listener(s) [{}], {} pool(s) with {} member(s), {} worker(s), admin {}",
+        "proxy: {} listener(s) [{}], {} route(s) ({} guarded), {} pool(s) with {} member(s), {} worker(s), admin {}",
         spec.listeners.len(),
         listeners.join(", "),
+        routes.len(),
+        guarded,
         spec.pools.len(),
         members,
         spec.workers,
@@ -696,9 +830,15 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
     let mut names = HashSet::new();
     let mut addrs = HashMap::new();
     let mut used_pools = HashSet::new();
+    let mut route_names = RouteNames::new();
+    let cx = RouteCtx {
+        raw_pools: &raw.pools,
+        pools: &pools,
+    };
     for (i, l) in raw.listeners.iter().enumerate() {
         let lp = at.key("listeners").index(i);
-        let Some(spec) = validate_listener(src, &lp, l, &raw.pools, &mut used_pools, d) else {
+        let Some(spec) = validate_listener(src, &lp, l, &cx, &mut used_pools, &mut route_names, d)
+        else {
             continue;
         };
         if !names.insert(spec.name.clone()) {
@@ -749,37 +889,218 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
     })
 }
 
+/// Names every route is known by: admin commands (`/admin/routes/{route}/...`), `/status`,
+/// metrics labels and the `RateLimit` header fields address routes by name, so names are
+/// unique across the whole proxy, not just within a listener.
+type RouteNames = HashMap<Arc<str>, KeyPath>;
+
+/// Whether `name` can serve as a route name: printable ASCII without the characters that
+/// would need escaping in a URL path segment or a structured header string, and not one of
+/// the prefixes used for pool and listener metric scopes.
+fn route_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"\\%?#".contains(&b))
+        && !name.starts_with("pool:")
+        && !name.starts_with("listener:")
+}
+
+/// Check a route's name (charset, proxy-wide uniqueness) and record it.
+fn check_route_name(
+    src: &Source,
+    at: &KeyPath,
+    name: &Arc<str>,
+    explicit: bool,
+    names: &mut RouteNames,
+    d: &mut Diagnostics,
+) {
+    let name_at = if explicit { at.key("name") } else { at.clone() };
+    if !route_name_ok(name) {
+        d.error(
+            src,
+            &name_at,
+            format!(
+                "route name {name:?} is not usable{}: names are 1-128 printable ASCII characters without '\"', '\\\\', '%', '?', '#' or spaces, and do not start with \"pool:\" or \"listener:\"",
+                if explicit { "" } else { " (derived from host + path_prefix or the listener name; set `name`)" }
+            ),
+        );
+        return;
+    }
+    if let Some(prev) = names.get(name) {
+        d.error(
+            src,
+            &name_at,
+            format!(
+                "route name {name:?} is already used by {prev}; route names must be unique across the proxy (admin commands, /status and metrics address routes by name): give this route a distinct `name`"
+            ),
+        );
+        return;
+    }
+    names.insert(name.clone(), at.clone());
+}
+
+/// Mark `pool` used if it exists, else report it (at `key`) and return `None`.
+fn check_pool_ref(
+    src: &Source,
+    key: &KeyPath,
+    pool: &str,
+    pools: &BTreeMap<String, PoolToml>,
+    used: &mut HashSet<String>,
+    d: &mut Diagnostics,
+) -> Option<Arc<str>> {
+    if pools.contains_key(pool) {
+        used.insert(pool.to_string());
+        Some(pool.into())
+    } else {
+        let known: Vec<&str> = pools.keys().map(String::as_str).collect();
+        d.error(
+            src,
+            key,
+            format!(
+                "pool {pool:?} is not defined; defined pools: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+        None
+    }
+}
+
+/// What route validation needs to know about the rest of the file.
+struct RouteCtx<'a> {
+    raw_pools: &'a BTreeMap<String, PoolToml>,
+    pools: &'a BTreeMap<Arc<str>, PoolSpec>,
+}
+
+/// Validate a route's guard tables (at `at`, the route's own path) for route `name` served
+/// by pool `pool`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one validation pass threads its context"
+)]
+fn validate_route_guards(
+    src: &Source,
+    at: &KeyPath,
+    name: &str,
+    pool: &str,
+    g: GuardTables<'_>,
+    cx: &RouteCtx<'_>,
+    used: &mut HashSet<String>,
+    d: &mut Diagnostics,
+) -> RouteGuardSpec {
+    let rate_limit = g.rate_limit.and_then(|r| {
+        validate_rate_limit(src, &at.key("rate_limit"), r, d).map(|mut s| {
+            // The header fields and metrics name the route, not the table's parent key.
+            s.policy.name = name.to_string();
+            s
+        })
+    });
+    let breaker = g
+        .breaker
+        .and_then(|b| validate_breaker(src, &at.key("breaker"), b, d));
+    let concurrency = g
+        .concurrency
+        .and_then(|c| validate_concurrency(src, &at.key("concurrency"), c, d));
+    let pool_shed = cx
+        .pools
+        .get(pool)
+        .and_then(|p| p.concurrency.as_ref())
+        .and_then(|c| c.shedding.as_ref());
+    let own_shed = concurrency.as_ref().and_then(|c| c.shedding.as_ref());
+    let sheds: Vec<(&ShedPolicy, String)> = [
+        own_shed.map(|s| (s, "this route's [..concurrency.shedding]".to_string())),
+        pool_shed.map(|s| (s, format!("pool {pool:?}'s [..concurrency.shedding]"))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match g.priority {
+        Some(p) => {
+            let before = d.error_count();
+            for (sh, _) in &sheds {
+                validate_priority(src, &at.key("priority"), p, Some(sh), d);
+                if d.error_count() > before {
+                    break;
+                }
+            }
+            if sheds.is_empty() {
+                validate_priority(src, &at.key("priority"), p, None, d);
+                if d.error_count() == before {
+                    d.warning(
+                        src,
+                        &at.key("priority"),
+                        format!("priority has no effect: neither this route nor pool {pool:?} has a [..concurrency.shedding] table"),
+                    );
+                }
+            }
+        }
+        None => {
+            for (sh, what) in &sheds {
+                if sh.class("normal").is_none() {
+                    d.warning(
+                        src,
+                        at,
+                        format!(
+                            "this route has no `priority` and {what} has no \"normal\" class: it is treated as {:?}, the most important class; set `priority`",
+                            sh.name(hastack_guard::ClassId(0))
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let fallback = g.fallback.and_then(|f| {
+        let fp = at.key("fallback");
+        let fb = validate_fallback(src, &fp, f, d)?;
+        if let FallbackAction::Pool(target) = &fb.action {
+            check_pool_ref(src, &fp.key("pool"), target, cx.raw_pools, used, d)?;
+            if f.upstream_error {
+                d.error(
+                    src,
+                    &fp.key("upstream_error"),
+                    "upstream_error = true needs a static fallback (status/headers/body): a request that already went to the route's pool cannot be replayed to a fallback pool",
+                );
+                return None;
+            }
+            if target == pool {
+                d.warning(
+                    src,
+                    &fp.key("pool"),
+                    format!("the fallback pool is the route's own pool {pool:?}: a refused request would go where it was refused"),
+                );
+            }
+        }
+        Some(fb)
+    });
+    RouteGuardSpec {
+        rate_limit,
+        breaker,
+        concurrency,
+        priority: g.priority.map(str::to_string),
+        fallback,
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one validation pass threads its context"
+)]
 fn validate_listener(
     src: &Source,
     at: &KeyPath,
     l: &ListenerToml,
-    pools: &BTreeMap<String, PoolToml>,
+    cx: &RouteCtx<'_>,
     used: &mut HashSet<String>,
+    route_names: &mut RouteNames,
     d: &mut Diagnostics,
 ) -> Option<ListenerSpec> {
     let addr = resolve_addr(src, &at.key("listen"), &l.listen, d);
     let name: Arc<str> = l.name.clone().unwrap_or_else(|| l.listen.clone()).into();
-    let mut check_pool = |key: &KeyPath, pool: &str, d: &mut Diagnostics| -> Option<Arc<str>> {
-        if pools.contains_key(pool) {
-            used.insert(pool.to_string());
-            Some(pool.into())
-        } else {
-            let known: Vec<&str> = pools.keys().map(String::as_str).collect();
-            d.error(
-                src,
-                key,
-                format!(
-                    "pool {pool:?} is not defined; defined pools: {}",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-            None
-        }
-    };
     let idle_timeout = l
         .idle_timeout
         .map_or(Duration::from_secs(3600), Duration::from);
@@ -805,6 +1126,8 @@ fn validate_listener(
                 ("max_headers", l.max_headers.is_some()),
                 ("max_request_body", l.max_request_body.is_some()),
                 ("forwarded_headers", l.forwarded_headers.is_some()),
+                ("rate_limit", l.rate_limit.is_some()),
+                ("default_route", l.default_route.is_some()),
             ] {
                 if present {
                     d.error(
@@ -815,7 +1138,7 @@ fn validate_listener(
                 }
             }
             let pool = match &l.pool {
-                Some(p) => check_pool(&at.key("pool"), p, d),
+                Some(p) => check_pool_ref(src, &at.key("pool"), p, cx.raw_pools, used, d),
                 None => {
                     d.error(src, at, "a TCP listener needs `pool = \"NAME\"`");
                     None
@@ -832,14 +1155,15 @@ fn validate_listener(
                 );
             }
             let default_pool = match &l.pool {
-                Some(p) => check_pool(&at.key("pool"), p, d),
+                Some(p) => check_pool_ref(src, &at.key("pool"), p, cx.raw_pools, used, d),
                 None => None,
             };
             let mut routes = Vec::new();
-            let mut route_names = HashSet::new();
             for (i, r) in l.routes.iter().enumerate() {
                 let rp = at.key("routes").index(i);
-                let Some(pool) = check_pool(&rp.key("pool"), &r.pool, d) else {
+                let Some(pool) =
+                    check_pool_ref(src, &rp.key("pool"), &r.pool, cx.raw_pools, used, d)
+                else {
                     continue;
                 };
                 let host = match r.host.as_deref().map(str::trim) {
@@ -876,18 +1200,24 @@ fn validate_listener(
                         format!("{}{}", r.host.as_deref().unwrap_or(""), path_prefix)
                     })
                     .into();
-                if !route_names.insert(name.clone()) {
-                    d.error(
-                        src,
-                        &rp,
-                        format!("route name {name:?} is used twice in this listener; give routes distinct `name`s"),
-                    );
-                }
+                check_route_name(src, &rp, &name, r.name.is_some(), route_names, d);
+                let guards = validate_route_guards(
+                    src,
+                    &rp,
+                    &name,
+                    &pool,
+                    GuardTables::from(r),
+                    cx,
+                    used,
+                    d,
+                );
                 routes.push(RouteSpec {
                     name,
                     host,
                     path_prefix,
                     pool,
+                    guards,
+                    is_default: false,
                 });
             }
             // Most specific first: exact host, then wildcard, then any; longer prefix first.
@@ -904,6 +1234,57 @@ fn validate_listener(
                     "an HTTP listener needs `pool = \"NAME\"` or at least one [[...routes]]",
                 );
             }
+            let dp = at.key("default_route");
+            if l.pool.is_none() && l.default_route.is_some() {
+                d.error(
+                    src,
+                    &dp,
+                    "[..default_route] guards the requests no route matches, which go to the listener's `pool`: set `pool = \"NAME\"` on the listener",
+                );
+            }
+            let default_route = default_pool.clone().map(|pool| {
+                let dr = l.default_route.as_ref();
+                let explicit = dr.and_then(|r| r.name.clone());
+                let rname: Arc<str> = explicit.clone().map_or_else(|| name.clone(), Arc::from);
+                let name_at = if dr.is_some() {
+                    dp.clone()
+                } else {
+                    at.key("pool")
+                };
+                check_route_name(src, &name_at, &rname, explicit.is_some(), route_names, d);
+                let guards = validate_route_guards(
+                    src,
+                    &dp,
+                    &rname,
+                    &pool,
+                    dr.map(GuardTables::from).unwrap_or_default(),
+                    cx,
+                    used,
+                    d,
+                );
+                RouteSpec {
+                    name: rname,
+                    host: HostMatch::Any,
+                    path_prefix: "/".to_string(),
+                    pool,
+                    guards,
+                    is_default: true,
+                }
+            });
+            let rate_limit = l.rate_limit.as_ref().and_then(|r| {
+                let rp = at.key("rate_limit");
+                if !route_name_ok(&name) {
+                    d.error(
+                        src,
+                        &rp,
+                        format!("the listener name {name:?} names this rate limit in the RateLimit header fields and metrics and must be 1-128 printable ASCII characters without '\"', '\\\\', '%', '?', '#' or spaces: set a simpler `name` on the listener"),
+                    );
+                }
+                validate_rate_limit(src, &rp, r, d).map(|mut s| {
+                    s.policy.name = name.to_string();
+                    s
+                })
+            });
             let tls = l
                 .tls
                 .as_ref()
@@ -924,10 +1305,12 @@ fn validate_listener(
                     "max_headers must be at least 1",
                 );
             }
-            ListenerKind::Http(HttpListenerSpec {
+            ListenerKind::Http(Box::new(HttpListenerSpec {
                 tls,
                 routes,
                 default_pool,
+                default_route,
+                rate_limit,
                 header_read_timeout: l
                     .header_read_timeout
                     .map_or(Duration::from_secs(10), Duration::from),
@@ -935,7 +1318,7 @@ fn validate_listener(
                 max_headers,
                 max_request_body: l.max_request_body.map_or(100 * 1024 * 1024, |b| b.0),
                 forwarded_headers: l.forwarded_headers.unwrap_or(true),
-            })
+            }))
         }
     };
     Some(ListenerSpec {
@@ -1182,6 +1565,14 @@ fn validate_pool(
             "panic_threshold is a percentage: 0-100",
         );
     }
+    let concurrency = p
+        .concurrency
+        .as_ref()
+        .and_then(|c| validate_concurrency(src, &at.key("concurrency"), c, d));
+    let breaker = p
+        .breaker
+        .as_ref()
+        .and_then(|b| validate_breaker(src, &at.key("breaker"), b, d));
     Some(PoolSpec {
         name: name.into(),
         members,
@@ -1200,6 +1591,8 @@ fn validate_pool(
         upstream_idle_timeout: p
             .upstream_idle_timeout
             .map_or(Duration::from_secs(20), Duration::from),
+        concurrency,
+        breaker,
     })
 }
 
@@ -1498,6 +1891,245 @@ connect_timeout = "0s"
                 let _ = load(&src);
             }
         }
+    }
+
+    const GUARDED: &str = r#"
+[proxy]
+workers = 1
+[proxy.admin]
+listen = "127.0.0.1:9900"
+[[proxy.listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+pool = "app"
+[proxy.listeners.rate_limit]
+rate = 1000
+[proxy.listeners.default_route]
+name = "catchall"
+priority = "best_effort"
+[proxy.listeners.default_route.fallback]
+status = 503
+body = "busy"
+[[proxy.listeners.routes]]
+name = "checkout"
+path_prefix = "/checkout"
+pool = "app"
+priority = "critical"
+[proxy.listeners.routes.rate_limit]
+rate = 20
+burst = 40
+key = "client_ip"
+[proxy.listeners.routes.breaker]
+failure_ratio = 0.3
+[proxy.listeners.routes.fallback]
+body = "sorry"
+[[proxy.listeners.routes]]
+name = "search"
+path_prefix = "/search"
+pool = "app"
+[proxy.listeners.routes.concurrency]
+max_inflight = 10
+[proxy.listeners.routes.fallback]
+pool = "static"
+[proxy.pools.app]
+members = ["127.0.0.1:9001", "127.0.0.1:9002"]
+[proxy.pools.app.concurrency]
+max_inflight = 100
+[proxy.pools.app.concurrency.shedding]
+[proxy.pools.app.breaker]
+min_calls = 5
+window_calls = 10
+[proxy.pools.static]
+members = ["127.0.0.1:9101"]
+"#;
+
+    fn http(spec: &ProxySpec, i: usize) -> &HttpListenerSpec {
+        match &spec.listeners[i].kind {
+            ListenerKind::Http(h) => h,
+            ListenerKind::Tcp { .. } => panic!("tcp"),
+        }
+    }
+
+    #[test]
+    fn guard_tables_validate_onto_routes_pools_and_listeners() {
+        let (spec, warnings) = check(GUARDED).unwrap();
+        assert!(warnings.is_empty(), "{warnings}");
+        let h = http(&spec, 0);
+        let checkout = h.routes.iter().find(|r| &*r.name == "checkout").unwrap();
+        let rl = checkout.guards.rate_limit.as_ref().unwrap();
+        // The header fields and metrics name the route, not the table's parent key.
+        assert_eq!(
+            (rl.policy.name.as_str(), rl.policy.rate, rl.policy.burst),
+            ("checkout", 20, 40)
+        );
+        assert_eq!(checkout.guards.breaker.unwrap().failure_ratio, 0.3);
+        assert_eq!(checkout.guards.priority.as_deref(), Some("critical"));
+        let search = h.routes.iter().find(|r| &*r.name == "search").unwrap();
+        assert_eq!(search.guards.concurrency.as_ref().unwrap().max_inflight, 10);
+        assert_eq!(
+            search.guards.fallback.as_ref().unwrap().action,
+            FallbackAction::Pool("static".into())
+        );
+        let d = h.default_route.as_ref().unwrap();
+        assert!(d.is_default);
+        assert_eq!((&*d.name, &*d.pool), ("catchall", "app"));
+        assert!(d.guards.fallback.is_some());
+        assert_eq!(h.rate_limit.as_ref().unwrap().policy.name, "web");
+        let app = &spec.pools["app"];
+        assert!(app.concurrency.as_ref().unwrap().shedding.is_some());
+        assert_eq!(app.breaker.unwrap().min_calls, 5);
+        // The fallback pool counts as used: no "not used" warning for it.
+        assert!(
+            summary(&spec).contains("3 route(s) (3 guarded)"),
+            "{}",
+            summary(&spec)
+        );
+    }
+
+    #[test]
+    fn a_default_route_exists_without_a_table_and_is_named_after_the_listener() {
+        let (spec, _) = check(GOOD).unwrap();
+        let d = http(&spec, 0).default_route.as_ref().unwrap();
+        assert_eq!((&*d.name, &*d.pool), ("web", "app"));
+        assert!(d.guards.rate_limit.is_none() && d.guards.fallback.is_none());
+    }
+
+    #[test]
+    fn guard_errors_are_all_reported_with_locations() {
+        let text = r#"
+[proxy]
+[[proxy.listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+[proxy.listeners.default_route]
+priority = "normal"
+[[proxy.listeners.routes]]
+name = "a"
+pool = "app"
+priority = "vip"
+[proxy.listeners.routes.breaker]
+failure_ratio = 1.5
+[proxy.listeners.routes.fallback]
+pool = "nope"
+[[proxy.listeners.routes]]
+name = "b"
+path_prefix = "/b"
+pool = "app"
+[proxy.listeners.routes.fallback]
+pool = "app"
+upstream_error = true
+[[proxy.listeners.routes]]
+name = "has space"
+path_prefix = "/c"
+pool = "app"
+[[proxy.listeners]]
+name = "other"
+listen = "127.0.0.1:8081"
+[[proxy.listeners.routes]]
+name = "a"
+pool = "app"
+[proxy.listeners.routes.rate_limit]
+per = "1s"
+[[proxy.listeners]]
+listen = "127.0.0.1:8082"
+protocol = "tcp"
+pool = "app"
+[proxy.listeners.rate_limit]
+rate = 5
+[proxy.pools.app]
+members = ["127.0.0.1:9001"]
+[proxy.pools.app.concurrency]
+max_inflight = 0
+[proxy.pools.app.concurrency.shedding]
+classes = ["gold", "silver"]
+shares = [1.0, 0.5]
+[proxy.pools.app.breaker]
+open_for = "0s"
+"#;
+        let err = check(text).unwrap_err();
+        let s = err.to_string();
+        for needle in [
+            "t.toml:6:18: error: proxy.listeners[0].default_route: [..default_route] guards the requests no route matches",
+            "t.toml:11:1: error: proxy.listeners[0].routes[0].priority: unknown priority \"vip\"",
+            "t.toml:13:1: error: proxy.listeners[0].routes[0].breaker.failure_ratio: 1.5 is not a ratio",
+            "t.toml:15:1: error: proxy.listeners[0].routes[0].fallback.pool: pool \"nope\" is not defined; defined pools: app",
+            "t.toml:22:1: error: proxy.listeners[0].routes[1].fallback.upstream_error: upstream_error = true needs a static fallback",
+            "t.toml:24:1: error: proxy.listeners[0].routes[2].name: route name \"has space\" is not usable",
+            "t.toml:31:1: error: proxy.listeners[1].routes[0].name: route name \"a\" is already used by proxy.listeners[0].routes[0]",
+            "proxy.listeners[1].routes[0].rate_limit: a rate limit needs `rate`",
+            "proxy.listeners[2].rate_limit: `rate_limit` applies to HTTP listeners only",
+            "proxy.pools.app.concurrency.max_inflight: max_inflight must be between 1 and 1000000",
+            "proxy.pools.app.breaker.open_for: open_for must be above zero",
+        ] {
+            assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+        }
+    }
+
+    #[test]
+    fn priorities_are_checked_against_every_bulkhead_the_route_passes() {
+        // Valid in the pool's classes, and the route's own bulkhead sheds with other ones.
+        let text = r#"
+[proxy]
+[proxy.admin]
+listen = "127.0.0.1:9900"
+[[proxy.listeners]]
+listen = "127.0.0.1:8080"
+[[proxy.listeners.routes]]
+name = "a"
+pool = "app"
+priority = "gold"
+[proxy.listeners.routes.concurrency.shedding]
+[[proxy.listeners.routes]]
+name = "b"
+path_prefix = "/b"
+pool = "plain"
+priority = "critical"
+[[proxy.listeners.routes]]
+name = "c"
+path_prefix = "/c"
+pool = "app"
+[proxy.pools.app]
+members = ["127.0.0.1:9001"]
+[proxy.pools.app.concurrency.shedding]
+classes = ["gold", "silver"]
+shares = [1.0, 0.5]
+[proxy.pools.plain]
+members = ["127.0.0.1:9002"]
+"#;
+        let err = check(text).unwrap_err();
+        let s = err.to_string();
+        assert!(
+            s.contains("routes[0].priority: unknown priority \"gold\"; the classes are: critical, normal, best_effort"),
+            "{s}"
+        );
+        assert_eq!(err.error_count(), 1, "{s}");
+        let ok = text.replace(
+            "[proxy.listeners.routes.concurrency.shedding]\n",
+            "[proxy.listeners.routes.concurrency.shedding]\nclasses = [\"gold\", \"silver\"]\nshares = [1.0, 0.5]\n",
+        );
+        let (_, w) = check(&ok).unwrap();
+        let w = w.to_string();
+        assert!(
+            w.contains(
+                "routes[1].priority: priority has no effect: neither this route nor pool \"plain\""
+            ),
+            "{w}"
+        );
+        assert!(
+            w.contains("routes[2]: this route has no `priority` and pool \"app\"'s [..concurrency.shedding] has no \"normal\" class: it is treated as \"gold\""),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn default_route_names_collide_like_any_other() {
+        let text = "[proxy]\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\npool = \"a\"\n[[proxy.listeners.routes]]\nname = \"web\"\npath_prefix = \"/x\"\npool = \"a\"\n[proxy.pools.a]\nmembers = [\"127.0.0.1:2\"]\n";
+        let err = check(text).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("t.toml:5:1: error: proxy.listeners[0].pool: route name \"web\" is already used by proxy.listeners[0].routes[0]"),
+            "{err}"
+        );
     }
 
     #[test]

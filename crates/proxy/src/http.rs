@@ -38,9 +38,11 @@ use tracing::{debug, info};
 use crate::Shared;
 use crate::body::{ReqBody, RespBody};
 use crate::config::{HashKey, ListenerKind};
+use crate::guards;
 use crate::h1::{self, H1Error};
 use crate::pool::{Member, Pick, Pool};
 use crate::upstream::{self, ConnectError, Lease};
+use hastack_guard::FallbackAction;
 
 /// Most fresh-connection redos after finding a pooled connection dead.
 const MAX_STALE_REDOS: u32 = 2;
@@ -110,11 +112,15 @@ pub async fn handle(
             req.uri().path().to_string(),
         )
     });
-    let pool = listener
-        .route(&request_host(&req), req.uri().path())
-        .map(|(p, _)| p.clone());
-    let (resp, member, tries) = match pool {
-        None => (
+    // The guards (crate::guards): the listener's rate limit counts every request, routed
+    // or not; then the route's switch, rate limit, breaker and bulkhead, and a refusal gets
+    // the route's fallback.
+    let ip = conn.peer.ip();
+    let limited = guards::listener_limit(&listener, ip, req.headers()).await;
+    let route = listener.route(&request_host(&req), req.uri().path());
+    let (resp, member, tries) = match (limited, route) {
+        (Some(resp), _) => (resp, None, 0),
+        (None, None) => (
             error_response(
                 StatusCode::NOT_FOUND,
                 "no_route",
@@ -128,15 +134,55 @@ pub async fn handle(
             None,
             0,
         ),
-        Some(pool) => {
-            let ctx = Ctx {
-                pool: &pool,
-                conn: &conn,
-                forwarded: hspec.forwarded_headers,
-                max_body: hspec.max_request_body,
-                start,
+        (None, Some(route)) => {
+            let key = route.guard.rate_key(ip, req.headers());
+            let admitted = match route.guard.admit(key, start).await {
+                Ok(permit) => guards::pool_slot(route).await.map(|slot| (permit, slot)),
+                Err(rej) => Err(rej),
             };
-            forward(&ctx, req).await
+            match admitted {
+                Ok((permit, slot)) => {
+                    let ctx = Ctx {
+                        pool: &route.pool,
+                        conn: &conn,
+                        forwarded: hspec.forwarded_headers,
+                        max_body: hspec.max_request_body,
+                        start,
+                    };
+                    let (resp, member, tries) = forward(&ctx, req).await;
+                    (
+                        guards::settle(route, start, permit, slot, resp),
+                        member,
+                        tries,
+                    )
+                }
+                Err(rej) => match (route.guard.fallback_for(&rej), &route.fallback_pool) {
+                    (Some(FallbackAction::Static(s)), _) => {
+                        (guards::static_fallback(route, s, &rej), None, 0)
+                    }
+                    (Some(FallbackAction::Pool(_)), Some((fpool, class))) => {
+                        match guards::fallback_slot(fpool.limiter.as_ref(), *class).await {
+                            Ok(slot) => {
+                                let ctx = Ctx {
+                                    pool: fpool,
+                                    conn: &conn,
+                                    forwarded: hspec.forwarded_headers,
+                                    max_body: hspec.max_request_body,
+                                    start,
+                                };
+                                let (mut resp, member, tries) = forward(&ctx, req).await;
+                                if let Some(s) = slot {
+                                    s.complete(Instant::now(), guards::outcome_of(resp.status()));
+                                }
+                                guards::mark_fallback(route, &rej, &mut resp);
+                                (resp, member, tries)
+                            }
+                            Err(_) => (guards::refused(route, &rej), None, 0),
+                        }
+                    }
+                    _ => (guards::refused(route, &rej), None, 0),
+                },
+            }
         }
     };
     listener.metrics.response(resp.status().as_u16());
@@ -349,6 +395,7 @@ async fn forward(
             n_tried += 1;
         }
         let member = pool.members[idx].clone();
+        let breaker = guards::member_try(&member, now);
 
         let head = h1::RequestHead {
             method: &method,
@@ -374,6 +421,7 @@ async fn forward(
         match result {
             Ok((exchange, lease)) => {
                 let status = exchange.head.status.as_u16();
+                guards::member_status(breaker, now, status);
                 if status >= 500 {
                     member.metrics.err_status.inc();
                     member.gateway_error(now, pool.may_eject());
@@ -415,6 +463,7 @@ async fn forward(
                 return (resp, Some(member), attempt);
             }
             Err(TryError::Connect(e)) => {
+                guards::member_failed(breaker, now);
                 member.metrics.err_connect.inc();
                 if e.proves_dead() {
                     member.report(now, hastack_core::health::Event::ConnectFailed);
@@ -476,6 +525,7 @@ async fn forward(
                 // race (the member closed an idle connection as we wrote): not evidence
                 // against the member.
                 let race = reused && matches!(error, H1Error::ClosedBeforeResponse);
+                guards::member_reset(breaker, now, race);
                 if !race {
                     member.gateway_error(now, pool.may_eject());
                 }
@@ -495,6 +545,7 @@ async fn forward(
                 return (resp, None, attempt);
             }
             Err(TryError::Timeout) => {
+                guards::member_failed(breaker, now);
                 member.metrics.err_timeout.inc();
                 member.gateway_error(now, pool.may_eject());
                 let resp = error_response(

@@ -13,15 +13,18 @@
 //!   snapshot, retry budget, backup and panic modes).
 //! * [`upstream`]: dialing and our own keep-alive pool.
 //! * [`runtime`]: one configuration generation; reload builds a new one, carrying members
-//!   over, and swaps it in atomically.
+//!   and guard state over, and swaps it in atomically.
+//! * [`guards`]: how the data plane applies `hastack-guard`'s route guards (rate limits,
+//!   breakers, bulkheads, shedding, fallbacks, switches) and member breakers.
 //! * The control plane (this module): probers, the housekeeping ticker, the admin endpoints.
 //!
-//! Deliberately not here: argv, signals and logging setup (the CLI owns them), guard
-//! policies such as rate limits and circuit breakers (`hastack-guard`), and HTTP parsing
+//! Deliberately not here: argv, signals and logging setup (the CLI owns them), the guard
+//! algorithms themselves (`hastack-guard`: this crate only wires them in), and HTTP parsing
 //! (hyper's).
 
 pub mod body;
 pub mod config;
+pub mod guards;
 pub mod h1;
 pub mod http;
 pub mod metrics;
@@ -52,7 +55,7 @@ use tracing::{info, warn};
 use crate::config::{ListenerKind, ProxySpec};
 use crate::metrics::Metrics;
 use crate::pool::{Member, Pool};
-use crate::runtime::{BuildReport, Runtime};
+use crate::runtime::{BuildReport, Guards, Runtime};
 use crate::server::Workers;
 
 /// How often the housekeeping ticker runs (ejection ends, slow-start steps).
@@ -83,6 +86,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Whether to log one line per request.
     pub access_log: AtomicBool,
+    /// Route switches and the guard metrics collector: one for the life of the process,
+    /// outside the reloadable runtime, so switch states survive reloads.
+    pub guards: Guards,
 }
 
 impl std::fmt::Debug for Shared {
@@ -161,15 +167,19 @@ impl Proxy {
     /// probers, the ticker and the admin listener run there; data-plane workers get their
     /// own threads).
     pub async fn start(spec: ProxySpec, opts: ProxyOptions) -> Result<Proxy, ProxyError> {
-        let metrics = Metrics::register(&mut opts.registry.lock());
+        let (metrics, guards) = {
+            let mut reg = opts.registry.lock();
+            (Metrics::register(&mut reg), Guards::register(&mut reg))
+        };
         let access_log = spec.access_log;
         let admin_addr = spec.admin;
         let workers = spec.workers;
-        let (rt, report) = Runtime::build(1, spec, None, &metrics);
+        let (rt, report) = Runtime::build(1, spec, None, &metrics, &guards);
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(rt),
             metrics,
             access_log: AtomicBool::new(access_log),
+            guards,
         });
         let pool_workers = Workers::start(workers, shared.clone())?;
         let inner = Arc::new(Inner {
@@ -378,6 +388,7 @@ impl Proxy {
             spec,
             Some(&previous),
             &self.inner.shared.metrics,
+            &self.inner.shared.guards,
         );
         let rt = Arc::new(rt);
         self.inner.shared.runtime.store(rt.clone());
@@ -494,10 +505,43 @@ impl Proxy {
                             .collect(),
                         ListenerKind::Tcp { pool } => vec![format!("(tcp) -> {pool}")],
                     },
+                    rate_limit: rt
+                        .listeners
+                        .get(&l.name)
+                        .and_then(|x| x.rate_limit.as_ref())
+                        .map(|(r, _)| guards::rate_status(r)),
                 })
                 .collect(),
+            routes: rt
+                .spec
+                .listeners
+                .iter()
+                .filter_map(|l| rt.listeners.get(&l.name))
+                .flat_map(|l| l.all_routes().map(move |r| guards::route_view(l, r, now)))
+                .collect(),
+            switches: self.inner.shared.guards.board.states(),
             pools,
         }
+    }
+
+    /// Switch route `route` off (`disable = true`) or back on; `None` when the current
+    /// configuration has no route of that name. The switch belongs to the process, so the
+    /// state survives reloads.
+    pub fn switch_route(&self, route: &str, disable: bool) -> Option<guards::RouteView> {
+        let rt = self.inner.shared.runtime.load_full();
+        let listener = rt
+            .listeners
+            .values()
+            .find(|l| l.all_routes().any(|r| &*r.spec.name == route))?;
+        let r = listener.all_routes().find(|r| &*r.spec.name == route)?;
+        // The route's switch is the board's, shared by every generation.
+        if disable {
+            r.guard.switch().disable();
+        } else {
+            r.guard.switch().enable();
+        }
+        info!(route, disabled = disable, "route switched by operator");
+        Some(guards::route_view(listener, r, Instant::now()))
     }
 
     /// Find a member for an operator command.
@@ -560,6 +604,11 @@ pub struct StatusView {
     uptime_secs: u64,
     workers: usize,
     listeners: Vec<ListenerView>,
+    /// Every route (default routes included) with its guards.
+    routes: Vec<guards::RouteView>,
+    /// Every route switch the process knows, by route name (a disabled switch outlives its
+    /// route's removal from the file).
+    switches: Vec<hastack_guard::fallback::SwitchState>,
     /// Pools by name (sorted), so `jq .pools.app` and JSON pointers like
     /// `/pools/app/members` work.
     pools: std::collections::BTreeMap<String, pool::PoolView>,
@@ -572,4 +621,7 @@ struct ListenerView {
     protocol: &'static str,
     active: bool,
     routes: Vec<String>,
+    /// The listener-wide rate limit, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<hastack_guard::stack::RateStatus>,
 }

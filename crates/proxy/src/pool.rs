@@ -18,10 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hastack_balance::{Candidate, Load, PickRequest, Picker, Strategy};
 use hastack_core::health::{Event, HealthMachine, ProbePhase, State, Transition};
 use hastack_core::{Endpoint, RetryBudget};
+use hastack_guard::breaker::BreakerSnapshot;
+use hastack_guard::concurrency::ConcurrencySnapshot;
+use hastack_guard::{Breaker, BreakerState, ConcurrencyLimiter};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -65,6 +68,9 @@ pub struct Member {
     last_probe: Mutex<Option<ProbeView>>,
     /// Brings the next active probe forward (after live traffic marked the member down).
     wake: tokio::sync::Notify,
+    /// The pool's per-member circuit breaker (`[proxy.pools.NAME.breaker]`), carried over
+    /// reloads with the member while its policy is unchanged.
+    breaker: ArcSwapOption<Breaker>,
 }
 
 impl std::fmt::Debug for Member {
@@ -130,6 +136,7 @@ impl Member {
             probe: Mutex::new(None),
             last_probe: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            breaker: ArcSwapOption::new(pool.breaker.map(|p| Breaker::new(p, id))),
         };
         m.metrics.set_state(State::Up);
         m
@@ -142,6 +149,12 @@ impl Member {
 
     /// Apply a reload's settings to a carried-over member.
     pub fn update(&self, pool: &PoolSpec, spec: &MemberSpec) {
+        // Keep the breaker (its window, state and counters) while its policy is unchanged.
+        let current = self.breaker.load().as_ref().map(|b| b.policy());
+        if current != pool.breaker {
+            self.breaker
+                .store(pool.breaker.map(|p| Breaker::new(p, self.id)));
+        }
         self.weight.store(spec.weight, Ordering::Relaxed);
         self.backup.store(spec.backup, Ordering::Relaxed);
         self.conns
@@ -183,6 +196,26 @@ impl Member {
     /// Published state.
     pub fn state(&self) -> State {
         state_from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// The member's circuit breaker, if its pool has `breaker`.
+    pub fn breaker(&self) -> Option<Arc<Breaker>> {
+        self.breaker.load_full()
+    }
+
+    /// Whether the member's breaker lets a try through now (always, without a breaker). A
+    /// closed breaker costs one atomic load. Otherwise the breaker is asked for a permit and
+    /// the permit dropped at once: that moves an expired open period to half-open and
+    /// frees the trial slot again, so the try that follows takes its own permit
+    /// (`guards::member_try`). Two workers racing for the last trial slot can let one extra
+    /// trial through; the breaker stays bounded by the number of workers.
+    pub fn breaker_admits(&self, now: Instant) -> bool {
+        let b = self.breaker.load();
+        match b.as_ref() {
+            None => true,
+            Some(b) if b.state() == BreakerState::Closed => true,
+            Some(b) => b.acquire(now).is_ok(),
+        }
     }
 
     /// Current connection epoch.
@@ -293,6 +326,7 @@ impl Member {
             idle_connections: self.conns.idle_count(),
             requests: self.metrics.requests.get(),
             last_probe: self.last_probe.lock().clone(),
+            breaker: self.breaker.load().as_ref().map(|b| b.snapshot(now)),
         }
     }
 }
@@ -341,6 +375,9 @@ pub struct MemberView {
     idle_connections: usize,
     requests: u64,
     last_probe: Option<ProbeView>,
+    /// Present when the pool has a per-member `breaker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breaker: Option<BreakerSnapshot>,
 }
 
 /// Which members the current picker spans.
@@ -381,6 +418,8 @@ pub struct Pool {
     pub metrics: PoolMetrics,
     tokens: HashMap<String, usize>,
     last_empty_log: Mutex<Option<Instant>>,
+    /// The bulkhead shared by every route to this pool (`[proxy.pools.NAME.concurrency]`).
+    pub limiter: Option<Arc<ConcurrencyLimiter>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -404,8 +443,14 @@ pub enum Pick {
 }
 
 impl Pool {
-    /// A pool over `members`; adopts them and builds the first snapshot.
-    pub fn new(spec: PoolSpec, members: Vec<Arc<Member>>, metrics: PoolMetrics) -> Arc<Pool> {
+    /// A pool over `members` behind `limiter` (the pool's bulkhead, possibly carried over
+    /// from the previous generation); adopts the members and builds the first snapshot.
+    pub fn new(
+        spec: PoolSpec,
+        members: Vec<Arc<Member>>,
+        metrics: PoolMetrics,
+        limiter: Option<Arc<ConcurrencyLimiter>>,
+    ) -> Arc<Pool> {
         let now = Instant::now();
         let tokens = members
             .iter()
@@ -426,6 +471,7 @@ impl Pool {
             metrics,
             tokens,
             last_empty_log: Mutex::new(None),
+            limiter,
         });
         for m in &pool.members {
             m.adopt(&pool);
@@ -518,15 +564,40 @@ impl Pool {
         }
     }
 
-    /// Pick a member for a try, avoiding `exclude`.
+    /// Pick a member for a try, avoiding `exclude` and members whose breaker is open.
     pub fn pick(&self, hash: Option<u64>, exclude: &[usize], now: Instant) -> Pick {
         let picks = self.picks.load();
         if picks.mode == Mode::Empty {
             return Pick::Empty;
         }
-        match picks.picker.pick(&PickRequest { now, hash, exclude }) {
-            Some(i) => Pick::Member(i),
-            None => Pick::Exhausted,
+        let first = match picks.picker.pick(&PickRequest { now, hash, exclude }) {
+            Some(i) => i,
+            None => return Pick::Exhausted,
+        };
+        if self.spec.breaker.is_none() || self.members[first].breaker_admits(now) {
+            return Pick::Member(first);
+        }
+        // Slow path (some breaker is open): pick again without the refused members.
+        let mut skip = Vec::with_capacity(exclude.len() + 4);
+        skip.extend_from_slice(exclude);
+        skip.push(first);
+        for _ in 0..self.members.len() {
+            match picks.picker.pick(&PickRequest {
+                now,
+                hash,
+                exclude: &skip,
+            }) {
+                Some(i) if self.members[i].breaker_admits(now) => return Pick::Member(i),
+                Some(i) => skip.push(i),
+                None => break,
+            }
+        }
+        // Every candidate left is refused by its breaker. With nothing tried yet this
+        // request has no member at all, which the caller answers as an empty pool (503).
+        if exclude.is_empty() {
+            Pick::Empty
+        } else {
+            Pick::Exhausted
         }
     }
 
@@ -535,7 +606,8 @@ impl Pool {
     pub fn sticky_member(&self, token: &str) -> Option<usize> {
         let i = *self.tokens.get(token)?;
         let m = &self.members[i];
-        let ok = matches!(m.state(), State::Up | State::Draining);
+        let ok = matches!(m.state(), State::Up | State::Draining)
+            && (self.spec.breaker.is_none() || m.breaker_admits(Instant::now()));
         // A backup member is only sticky while the pool is actually on backups.
         let mode_ok = !m.is_backup() || self.picks.load().mode == Mode::Backup;
         (ok && mode_ok).then_some(i)
@@ -582,10 +654,21 @@ impl Pool {
                 None => counts.push((s, 1)),
             }
         }
-        let parts: Vec<String> = counts
+        let mut parts: Vec<String> = counts
             .iter()
             .map(|(s, n)| format!("{n} {}", s.as_str()))
             .collect();
+        let open = self
+            .members
+            .iter()
+            .filter(|m| {
+                m.breaker()
+                    .is_some_and(|b| b.state() != BreakerState::Closed)
+            })
+            .count();
+        if open > 0 {
+            parts.push(format!("{open} with an open or half-open breaker"));
+        }
         let text = format!(
             "no usable member in pool {:?} ({} members: {})",
             self.spec.name,
@@ -634,6 +717,7 @@ impl Pool {
             mode: picks.mode,
             candidates: picks.picker.candidates().len(),
             retry_budget_available: self.budget.lock().available(now),
+            concurrency: self.limiter.as_ref().map(|l| l.snapshot()),
             members: self.members.iter().map(|m| m.view(now)).collect(),
         }
     }
@@ -666,5 +750,8 @@ pub struct PoolView {
     mode: Mode,
     candidates: usize,
     retry_budget_available: f64,
+    /// The pool's bulkhead, when it has `concurrency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency: Option<ConcurrencySnapshot>,
     members: Vec<MemberView>,
 }

@@ -414,3 +414,118 @@ async fn load_loop(
     }
     stats
 }
+
+/// A response as a test sees it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// One request on a fresh connection with the given `Host` and extra headers.
+pub async fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
+        .await
+        .map_err(|_| "timeout".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// What an open-loop run sent and got back.
+#[derive(Debug)]
+pub struct OpenLoop {
+    /// Every answer (or the error), in send order.
+    pub answers: Vec<Result<Answer, String>>,
+    /// When the first and the last request were sent.
+    pub first_sent: Instant,
+    pub last_sent: Instant,
+}
+
+impl OpenLoop {
+    /// Answers with `status`.
+    pub fn count(&self, status: u16) -> usize {
+        self.answers
+            .iter()
+            .filter(|a| a.as_ref().is_ok_and(|a| a.status == status))
+            .count()
+    }
+}
+
+/// Send GET `path` with `Host: host` at `rate` requests per second for `duration`, each on
+/// its own connection, on schedule whether or not earlier ones were answered (open loop: a
+/// slow answer never delays the next request, so overload is real and no coordinated
+/// omission hides it). A late tick sends at once.
+pub async fn open_loop(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    rate: f64,
+    duration: Duration,
+) -> OpenLoop {
+    let n = (duration.as_secs_f64() * rate).round() as u64;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n as usize);
+    let mut last_sent = start;
+    for i in 0..n {
+        tokio::time::sleep_until(start + period.mul_f64(i as f64)).await;
+        last_sent = Instant::now();
+        let (host, path) = (host.to_string(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            http_full(addr, "GET", &path, &host, &[]).await
+        }));
+    }
+    let mut answers = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    OpenLoop {
+        answers,
+        first_sent: start,
+        last_sent,
+    }
+}
