@@ -339,7 +339,9 @@ fn forged_adverts_are_rejected_with_hmac() {
             &format!("arp_probe = false\n{wrong}"),
         ),
     );
-    pause(Duration::from_secs(2));
+    // Wait until h1 has actually seen (and rejected) the forgeries, rather than hoping a
+    // fixed pause was long enough for the attacker to start advertising.
+    wait_rejected(&tb, &h1, "bad_mac", Duration::from_secs(15));
     drop(m1);
     let m2 = start(
         &tb,
@@ -347,7 +349,7 @@ fn forged_adverts_are_rejected_with_hmac() {
         "mallory2",
         &config(&tb, &h3, 254, "guard = false", "arp_probe = false"),
     );
-    pause(Duration::from_secs(2));
+    wait_rejected(&tb, &h1, "unsigned", Duration::from_secs(15));
     drop(m2);
     let r = watch.stop().unwrap();
     // h1 never gave the address up, and h2 never claimed it.
@@ -369,6 +371,25 @@ fn forged_adverts_are_rejected_with_hmac() {
         instance(&st)["adverts_received"].as_u64().unwrap() > 0,
         "{st}"
     );
+}
+
+/// Poll `host`'s status until its `adverts_rejected[kind]` counter is positive.
+fn wait_rejected(tb: &Testbed, host: &Host, kind: &str, timeout: Duration) {
+    let rejected = || {
+        instance(&status(tb, host))["adverts_rejected"][kind]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    if wait_until(&format!("a {kind} advert to be rejected"), timeout, || {
+        rejected() > 0
+    })
+    .is_err()
+    {
+        panic!(
+            "no {kind} advert rejected within {timeout:?}: {}",
+            status(tb, host)
+        );
+    }
 }
 
 #[test]
