@@ -538,18 +538,11 @@ async fn sigterm_drains_in_flight_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_error_with_location() {
-    let bad = temp_path("bad.toml");
-    std::fs::write(
-        &bad,
+    let (code, _, err) = check_text(
+        "bad.toml",
         "[proxy]\n[[proxy.listeners]]\nlisten = \"127.0.0.1\"\npool = \"x\"\n[proxy.pools.app]\nmembers = []\n[prxy]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(hastack())
-        .args(["check", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    );
+    assert_eq!(code, Some(1), "{err}");
     for needle in [
         "bad.toml:3:1: error: proxy.listeners[0].listen",
         "pool \"x\" is not defined",
@@ -559,31 +552,13 @@ async fn check_reports_every_error_with_location() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");
     }
-    let quick = concat!(
+    let (code, text, err) = check_file(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/quickstart.toml"
-    );
-    let out = std::process::Command::new(hastack())
-        .args(["check", quick])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         text.contains("configuration is valid") && text.contains("http://127.0.0.1:8080"),
         "{text}"
     );
-}
-
-/// Write `req` on a fresh connection and read until the server closes or 2 s pass.
-async fn raw_request(addr: SocketAddr, req: &str) -> String {
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 
 fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+    local_addr()
 }
 
 fn member(b: &Backend) -> String {
@@ -595,9 +595,8 @@ members = [{f}]
 
 #[test]
 fn invalid_guard_config_is_rejected_by_check_with_locations() {
-    let bad = temp_path("guards.toml");
-    std::fs::write(
-        &bad,
+    let (code, _, err) = check_text(
+        "guards.toml",
         r#"[proxy]
 [[proxy.listeners]]
 listen = "127.0.0.1:1"
@@ -615,14 +614,8 @@ members = ["127.0.0.1:2"]
 max_queue = 10
 queue_timeout = "0s"
 "#,
-    )
-    .unwrap();
-    let out = std::process::Command::new(hastack())
-        .args(["check", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    );
+    assert_eq!(code, Some(1), "{err}");
     for needle in [
         "guards.toml:7:1: error: proxy.listeners[0].routes[0].priority: unknown priority \"vip\"",
         "guards.toml:9:1: error: proxy.listeners[0].routes[0].breaker.failure_ratio: 2 is not a ratio",
@@ -636,13 +629,8 @@ queue_timeout = "0s"
 #[test]
 fn the_sale_day_example_passes_check() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sale-day.toml");
-    let out = std::process::Command::new(hastack())
-        .args(["check", file])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (code, text, err) = check_file(file);
+    assert_eq!(code, Some(0), "{err}");
     assert!(text.contains("configuration is valid"), "{text}");
     assert!(
         !err.contains("warning"),

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+    local_addr()
 }
 
 async fn h2_get<S>(io: S, authority: &str, path: &str) -> (u16, String, hyper::Version)
@@ -155,7 +155,7 @@ members = ["{}"]
         ("cdn.img.test", "/api/v1", "img\n"),
         ("img.test", "/", "web\n"),
     ] {
-        let raw = raw(
+        let raw = raw_request(
             listen,
             &format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"),
         )
@@ -245,13 +245,4 @@ max_ejected_percent = 100
     http_request(b.addr, "POST", "/_control/ok").await.unwrap();
     // Ejected, but panic routing still reaches it: not a 503.
     assert_eq!(http_get(listen, "/").await.unwrap().0, 200);
-}
-
-async fn raw(addr: SocketAddr, req: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    c.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).into_owned()
 }

@@ -112,15 +112,6 @@ try_timeout = "2s"
     (ProxyProc::start(&cfg, admin, &[listen]).await, listen)
 }
 
-/// Send raw bytes on one connection and read until the peer closes or 3 s pass.
-async fn exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    c.write_all(req).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut buf)).await;
-    buf
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -140,7 +131,7 @@ async fn chunked_with_trailers_close_delimited_head_and_204() {
     .await;
     let (_p, listen) = proxy_to(m.addr, "").await;
     let r = text(
-        &exchange(
+        &raw_exchange(
             listen,
             b"GET /chunked HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
@@ -150,7 +141,7 @@ async fn chunked_with_trailers_close_delimited_head_and_204() {
     // Re-chunked to the client; the data is intact.
     assert!(r.contains("hello") && r.contains(", world"), "{r}");
     let r = text(
-        &exchange(
+        &raw_exchange(
             listen,
             b"GET /close HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
@@ -161,7 +152,7 @@ async fn chunked_with_trailers_close_delimited_head_and_204() {
         "{r}"
     );
     let r = text(
-        &exchange(
+        &raw_exchange(
             listen,
             b"HEAD /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
@@ -172,7 +163,7 @@ async fn chunked_with_trailers_close_delimited_head_and_204() {
         "{r}"
     );
     let r = text(
-        &exchange(
+        &raw_exchange(
             listen,
             b"GET /nocontent HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
@@ -180,7 +171,7 @@ async fn chunked_with_trailers_close_delimited_head_and_204() {
     );
     assert!(r.starts_with("HTTP/1.1 204"), "{r}");
     let r = text(
-        &exchange(
+        &raw_exchange(
             listen,
             b"GET /continue HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
@@ -259,7 +250,7 @@ async fn broken_members_get_502_and_never_wedge_the_proxy() {
     .await;
     for path in ["/garbage", "/huge", "/badlen"] {
         let r = text(
-            &exchange(
+            &raw_exchange(
                 listen,
                 format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
             )
@@ -270,7 +261,7 @@ async fn broken_members_get_502_and_never_wedge_the_proxy() {
     }
     // Truncated body: the status was already decided, so the client must see the
     // connection cut (never a complete-looking response).
-    let r = exchange(
+    let r = raw_exchange(
         listen,
         b"GET /short HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     )
@@ -285,7 +276,7 @@ async fn broken_members_get_502_and_never_wedge_the_proxy() {
     );
     // The proxy still works.
     let r = text(
-        &exchange(
+        &raw_exchange(
             listen,
             b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         )
@@ -318,13 +309,13 @@ async fn big_bodies_stream_both_ways_and_connections_are_reused() {
     )
     .into_bytes();
     req.extend_from_slice(&body);
-    let r = exchange(listen, &req).await;
+    let r = raw_exchange(listen, &req).await;
     let split = find(&r, b"\r\n\r\n").unwrap() + 4;
     assert!(text(&r[..split]).starts_with("HTTP/1.1 200"));
     assert_eq!(r.len() - split, body.len());
     assert!(r[split..] == body[..], "echoed body differs");
     // Chunked upload from the client (no length): forwarded chunked, echoed with a length.
-    let r = text(&exchange(listen, b"PUT /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await);
+    let r = text(&raw_exchange(listen, b"PUT /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").await);
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("abcde"), "{r}");
 
     // Sequential keep-alive requests reuse one upstream connection, with and without a
@@ -334,7 +325,7 @@ async fn big_bodies_stream_both_ways_and_connections_are_reused() {
         let (code, body) = if i % 2 == 0 {
             http_get(listen, "/x").await.unwrap()
         } else {
-            let r = text(&exchange(listen, b"PUT /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello").await);
+            let r = text(&raw_exchange(listen, b"PUT /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello").await);
             (200, r.split_once("\r\n\r\n").unwrap().1.to_string())
         };
         assert_eq!(code, 200);

@@ -19,6 +19,46 @@ pub fn hastack() -> &'static str {
     env!("CARGO_BIN_EXE_hastack")
 }
 
+/// A loopback address with a port free right now.
+pub fn local_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// Write `req` on a fresh connection and read until the peer closes or 3 s pass.
+pub async fn raw_exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(req).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut buf)).await;
+    buf
+}
+
+/// [`raw_exchange`] with text in and out.
+pub async fn raw_request(addr: SocketAddr, req: &str) -> String {
+    String::from_utf8_lossy(&raw_exchange(addr, req.as_bytes()).await).into_owned()
+}
+
+/// Run `hastack check` on `text` saved as `name`: (exit code, stdout, stderr).
+pub fn check_text(name: &str, text: &str) -> (Option<i32>, String, String) {
+    let path = temp_path(name);
+    std::fs::write(&path, text).unwrap();
+    check_file(path.to_str().unwrap())
+}
+
+/// Run `hastack check FILE`: (exit code, stdout, stderr).
+pub fn check_file(path: &str) -> (Option<i32>, String, String) {
+    let out = Command::new(hastack())
+        .args(["check", path])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A port free right now on loopback (the OS picks it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
