@@ -336,7 +336,6 @@ async fn forward(
     let mut stale_redos = 0u32;
     let mut redo_member: Option<usize> = None;
     let mut last: Option<Response<RespBody>> = None;
-    let mut rng = fastrand::Rng::new();
     pool.deposit(ctx.start);
     // Clock reads are not free at this rate: each try reuses the last one taken.
     let mut now = ctx.start;
@@ -447,7 +446,7 @@ async fn forward(
                         ),
                         None,
                     ));
-                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now).await;
                     continue;
                 }
                 let mut resp = if upgrade && status == 101 {
@@ -481,7 +480,7 @@ async fn forward(
                 if can_retry_unsent && pool.withdraw(now) {
                     pool.metrics.retry_connect.inc();
                     last = Some(resp);
-                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now).await;
                     continue;
                 }
                 return (resp, None, attempt);
@@ -539,7 +538,7 @@ async fn forward(
                 if can_retry_sent && pool.withdraw(now) {
                     pool.metrics.retry_reset.inc();
                     last = Some(resp);
-                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now).await;
                     continue;
                 }
                 return (resp, None, attempt);
@@ -557,7 +556,7 @@ async fn forward(
                 if can_retry_sent && now < deadline && pool.withdraw(now) {
                     pool.metrics.retry_timeout.inc();
                     last = Some(resp);
-                    now = backoff(spec, attempt, deadline, now, &mut rng).await;
+                    now = backoff(spec, attempt, deadline, now).await;
                     continue;
                 }
                 return (resp, None, attempt);
@@ -574,12 +573,14 @@ async fn backoff(
     attempt: u32,
     deadline: Instant,
     now: Instant,
-    rng: &mut fastrand::Rng,
 ) -> Instant {
     if attempt < 2 {
         return now;
     }
-    let d = spec.retry.backoff.delay(attempt - 2, rng);
+    let d = spec
+        .retry
+        .backoff
+        .delay(attempt - 2, &mut fastrand::Rng::new());
     tokio::time::sleep_until((now + d).min(deadline)).await;
     Instant::now()
 }
@@ -625,7 +626,7 @@ async fn try_once(
             let rtt = done.saturating_duration_since(sent_at);
             member.load.observe(rtt, done);
             member.metrics.latency.observe(rtt.as_secs_f64());
-            lease.attach(conn);
+            lease.attach(conn, done);
             Ok((exchange, lease))
         }
     };

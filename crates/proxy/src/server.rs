@@ -153,7 +153,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 async fn worker_main(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<WorkerCmd>) {
     let tracker = TaskTracker::new();
-    let drain = CancellationToken::new();
+    // Every listener's stop token; cancelling them on drain also tells each connection to
+    // finish gracefully (connections watch their listener's token).
     let mut listeners: Vec<CancellationToken> = Vec::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -161,14 +162,7 @@ async fn worker_main(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 Ok(l) => {
                     listeners.retain(|t| !t.is_cancelled());
                     listeners.push(stop.clone());
-                    tracker.spawn(accept_loop(
-                        shared.clone(),
-                        name,
-                        l,
-                        stop,
-                        drain.clone(),
-                        tracker.clone(),
-                    ));
+                    tracker.spawn(accept_loop(shared.clone(), name, l, stop, tracker.clone()));
                 }
                 Err(e) => error!(listener = %name, error = %e, "cannot use the listening socket"),
             },
@@ -176,7 +170,6 @@ async fn worker_main(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Worker
                 for l in &listeners {
                     l.cancel();
                 }
-                drain.cancel();
                 tracker.close();
                 if tokio::time::timeout_at(deadline, tracker.wait())
                     .await
@@ -199,7 +192,6 @@ async fn accept_loop(
     name: Arc<str>,
     listener: TcpListener,
     stop: CancellationToken,
-    drain: CancellationToken,
     tracker: TaskTracker,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
@@ -252,7 +244,6 @@ async fn accept_loop(
         ));
         let shared = shared.clone();
         let stop_conn = stop.clone();
-        let drain = drain.clone();
         let active = active.clone();
         let freed = freed.clone();
         tracker.spawn(async move {
@@ -261,7 +252,7 @@ async fn accept_loop(
                 // closes it or the drain deadline passes (the worker then exits and drops it).
                 ListenerKind::Tcp { .. } => crate::tcp::serve(shared, info, stream).await,
                 ListenerKind::Http(h) => {
-                    serve_http(shared, info, stream, h, stop_conn, drain).await;
+                    serve_http(shared, info, stream, h, stop_conn).await;
                 }
             }
             l.metrics.active.dec();
@@ -277,7 +268,6 @@ async fn serve_http(
     stream: TcpStream,
     spec: &HttpListenerSpec,
     stop: CancellationToken,
-    drain: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -305,7 +295,7 @@ async fn serve_http(
     match &spec.tls {
         None => {
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            drive(conn, &stop, &drain, &info).await;
+            drive(conn, &stop, &info).await;
         }
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
@@ -322,29 +312,27 @@ async fn serve_http(
                         return;
                     }
                 },
-                _ = drain.cancelled() => return,
+                _ = stop.cancelled() => return,
             };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
-            drive(conn, &stop, &drain, &info).await;
+            drive(conn, &stop, &info).await;
         }
     }
 }
 
-/// Run a connection; on stop or drain, ask it to finish gracefully (HTTP/1: close after the
-/// current response; HTTP/2: GOAWAY) and keep driving it until it does.
-async fn drive<C, E>(conn: C, stop: &CancellationToken, drain: &CancellationToken, info: &ConnInfo)
+/// Run a connection; when its listener stops (a reload removed it, or the worker drains:
+/// draining stops every listener first), ask it to finish gracefully (HTTP/1: close after
+/// the current response; HTTP/2: GOAWAY) and keep driving it until it does.
+async fn drive<C, E>(conn: C, stop: &CancellationToken, info: &ConnInfo)
 where
     C: std::future::Future<Output = Result<(), E>> + GracefulConn,
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
     let result = tokio::select! {
+        biased;
         r = conn.as_mut() => r,
         _ = stop.cancelled() => {
-            conn.as_mut().graceful();
-            conn.as_mut().await
-        }
-        _ = drain.cancelled() => {
             conn.as_mut().graceful();
             conn.as_mut().await
         }

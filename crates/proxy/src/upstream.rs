@@ -209,6 +209,10 @@ pub struct Lease {
     conn: Option<Conn>,
     epoch: u64,
     reusable: bool,
+    /// When the response head arrived: stands in for "now" when the connection goes back
+    /// to the pool (the idle timeout does not need better than that, and it saves a clock
+    /// read per request).
+    answered: Option<Instant>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -229,6 +233,7 @@ impl Lease {
             conn: None,
             epoch,
             reusable: false,
+            answered: None,
         }
     }
 
@@ -237,9 +242,10 @@ impl Lease {
         &self.member
     }
 
-    /// Attach the connection the try uses.
-    pub fn attach(&mut self, conn: Conn) {
+    /// Attach the connection the try uses, once its response head arrived at `at`.
+    pub fn attach(&mut self, conn: Conn, at: Instant) {
         self.conn = Some(conn);
+        self.answered = Some(at);
     }
 
     /// The attached connection.
@@ -269,7 +275,8 @@ impl Drop for Lease {
         self.member.metrics.inflight.dec();
         if self.reusable {
             if let Some(conn) = self.conn.take() {
-                self.member.conns.checkin(conn, self.epoch, Instant::now());
+                let at = self.answered.unwrap_or_else(Instant::now);
+                self.member.conns.checkin(conn, self.epoch, at);
             }
         }
     }
