@@ -22,9 +22,25 @@
 //! so that a pick converts its `now` to milliseconds once, not once per candidate (the
 //! `Instant` subtraction is the most expensive step of computing a cost).
 //!
+//! ## Waiting age
+//!
+//! Peak EWMA only learns from answers: a member that suddenly takes 400 ms keeps its old, low
+//! estimate until its first slow answer comes back, and until then it keeps being picked (at
+//! 200 req/s, ~60 requests in those 400 ms). So the caller also reports when each request
+//! starts waiting for its answer ([`Load::waiting`]) and when the answer's head arrives
+//! ([`Load::answered`]); the **average age of the requests still waiting** then stands in for
+//! the estimate whenever it is larger. A member whose requests are older than its estimate
+//! looks slow within milliseconds, before anything completes. Only time-to-answer counts
+//! (like the EWMA), so long streaming bodies do not make a member look slow.
+//!
+//! The count and the sum of start times are two atomics; writers update them in an order
+//! (sum before count on start, count before sum on answer) that can only make a racing
+//! reader *underestimate* the age, so a healthy member never looks slow by accident.
+//!
 //! ## Cost
 //!
-//! [`Load::cost`] is `ewma x (inflight + 1)` in nanoseconds, with one exception taken from
+//! [`Load::cost`] is `max(ewma, waiting age) x (inflight + 1)` in nanoseconds, with one
+//! exception taken from
 //! Finagle: a member with **no latency information** (new, [`reset`](Load::reset), or idle for
 //! so long that the estimate decayed to zero) that already has requests in flight costs
 //! [`PENALTY`] `+ inflight`. Without it, a fresh member would look free (cost 0) and absorb
@@ -52,6 +68,10 @@ pub struct Load {
     inflight: AtomicU32,
     /// `(f32 estimate in ns).to_bits() << 32 | (ms since EPOCH, wrapping)`.
     rtt: AtomicU64,
+    /// Requests waiting for their answer's head.
+    waiting: AtomicU32,
+    /// Sum of their start times (microseconds since EPOCH).
+    waiting_sum: AtomicU64,
 }
 
 /// Reference point of every `Load`'s millisecond timestamps: a year before the first use, so
@@ -67,6 +87,32 @@ fn epoch() -> Instant {
             .find_map(|s| now.checked_sub(Duration::from_secs(s)))
             .unwrap_or(now)
     })
+}
+
+/// `now` as microseconds since [`EPOCH`] (not wrapping: 2^64 us is 584,000 years).
+pub(crate) fn stamp_us(now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(epoch()).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Both time stamps of one `now`, computed once per pick.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamps {
+    /// Wrapping milliseconds, for the EWMA.
+    pub ms: u32,
+    /// Microseconds, for the waiting age.
+    pub us: u64,
+}
+
+impl Stamps {
+    pub(crate) fn of(now: Instant) -> Stamps {
+        let us = stamp_us(now);
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "deliberately wrapping: only differences of millisecond stamps are used"
+        )]
+        let ms = (us / 1000) as u32;
+        Stamps { ms, us }
+    }
 }
 
 /// `now` as wrapping milliseconds since [`EPOCH`] (wraps every 49 days; only differences of
@@ -116,7 +162,52 @@ impl Load {
         Load {
             inflight: AtomicU32::new(0),
             rtt: AtomicU64::new(0),
+            waiting: AtomicU32::new(0),
+            waiting_sum: AtomicU64::new(0),
         }
+    }
+
+    /// A request sent at `now` starts waiting for its answer. Returns the token to pass to
+    /// [`Load::answered`] when the answer's head arrives (or the request fails).
+    pub fn waiting(&self, now: Instant) -> u64 {
+        let t = stamp_us(now);
+        // Sum first, count second: a reader in between sees a smaller age, never a larger.
+        self.waiting_sum.fetch_add(t, Ordering::Release);
+        self.waiting.fetch_add(1, Ordering::Release);
+        t
+    }
+
+    /// The request that started waiting at token `t` got its answer (or failed).
+    pub fn answered(&self, t: u64) {
+        // Count first, sum second (see `waiting`). A count already at zero means a caller
+        // bug; the sum is then left alone rather than corrupted.
+        if self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
+            .is_ok()
+        {
+            let _ = self
+                .waiting_sum
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                    Some(v.saturating_sub(t))
+                });
+        }
+    }
+
+    /// Requests waiting for their answer.
+    pub fn waiting_count(&self) -> u32 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Average age of the requests waiting for their answer at `now_us`, in nanoseconds.
+    fn waiting_age_ns(&self, now_us: u64) -> f64 {
+        let n = self.waiting.load(Ordering::Acquire);
+        if n == 0 {
+            return 0.0;
+        }
+        let sum = self.waiting_sum.load(Ordering::Acquire);
+        let avg_start = sum / u64::from(n);
+        now_us.saturating_sub(avg_start) as f64 * 1e3
     }
 
     /// A request was sent to the member: in-flight += 1.
@@ -195,17 +286,17 @@ impl Load {
     /// The P2C cost at `now`: `ewma x (inflight + 1)` in nanoseconds, or [`PENALTY`]` +
     /// inflight` for a busy member without latency information (see the module docs).
     pub fn cost(&self, now: Instant) -> f64 {
-        self.cost_at(stamp(now))
+        self.cost_at(Stamps::of(now))
     }
 
-    /// [`Load::cost`] at a precomputed [`stamp`] (one conversion per pick).
-    pub(crate) fn cost_at(&self, now_stamp: u32) -> f64 {
+    /// [`Load::cost`] at precomputed [`Stamps`] (one conversion per pick).
+    pub(crate) fn cost_at(&self, now: Stamps) -> f64 {
         let inflight = f64::from(self.inflight());
-        let ewma = self.ewma_ns(now_stamp);
-        if ewma <= 0.0 && inflight > 0.0 {
+        let est = self.ewma_ns(now.ms).max(self.waiting_age_ns(now.us));
+        if est <= 0.0 && inflight > 0.0 {
             PENALTY + inflight
         } else {
-            ewma * (inflight + 1.0)
+            est * (inflight + 1.0)
         }
     }
 
@@ -232,6 +323,53 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_requests_make_a_member_look_slow_before_any_answer() {
+        let t0 = Instant::now();
+        let slow = Load::new();
+        let fast = Load::new();
+        for l in [&slow, &fast] {
+            l.observe(Duration::from_millis(5), t0);
+        }
+        // One request each, sent at t0; the slow member's is still waiting 100 ms later,
+        // the fast member's was answered.
+        slow.begin();
+        let w = slow.waiting(t0);
+        fast.begin();
+        let f = fast.waiting(t0);
+        fast.answered(f);
+        let later = t0 + Duration::from_millis(100);
+        assert!(
+            slow.cost(later) > 10.0 * fast.cost(later),
+            "slow {} vs fast {}",
+            slow.cost(later),
+            fast.cost(later)
+        );
+        // The age stands in for the estimate: about 100 ms x (1 + 1).
+        let c = slow.cost(later);
+        assert!((1.9e8..2.2e8).contains(&c), "{c}");
+        // Once answered, only the EWMA (5 ms) counts again.
+        slow.answered(w);
+        slow.end();
+        assert!(slow.cost(later) < 6e6, "{}", slow.cost(later));
+    }
+
+    #[test]
+    fn unmatched_answers_do_not_corrupt_the_waiting_age() {
+        let t0 = Instant::now();
+        let l = Load::new();
+        l.answered(12345);
+        assert_eq!(l.waiting_count(), 0);
+        let w = l.waiting(t0 + Duration::from_secs(1));
+        assert_eq!(l.waiting_count(), 1);
+        assert!(l.waiting_age_ns(stamp_us(t0 + Duration::from_secs(1))) < 1e3);
+        l.answered(w);
+        assert_eq!(
+            (l.waiting_count(), l.waiting_sum.load(Ordering::Relaxed)),
+            (0, 0)
+        );
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

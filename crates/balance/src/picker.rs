@@ -311,7 +311,7 @@ impl Picker {
         let Some(b) = self.weighted(rng, req.exclude, Some(a)) else {
             return Some(a);
         };
-        let now = crate::load::stamp(req.now);
+        let now = crate::load::Stamps::of(req.now);
         let per_weight = |pos: usize| {
             let c = &self.candidates[pos];
             c.load.cost_at(now) / f64::from(c.weight)
@@ -370,6 +370,7 @@ impl Picker {
 mod tests {
     use super::*;
     use crate::member_id;
+    use std::time::Duration;
 
     fn cands(weights: &[u32]) -> Vec<Candidate> {
         weights
@@ -400,6 +401,41 @@ mod tests {
         Strategy::Hash(HashAlgorithm::Maglev),
         Strategy::Hash(HashAlgorithm::Ketama),
     ];
+
+    #[test]
+    fn p2c_leaves_a_member_whose_requests_wait_too_long_even_against_ramping_members() {
+        // Members 0 and 1 are ramping up (slow start: weight 10), member 2 has full weight
+        // and just became slow: one request has waited 100 ms, nothing has come back yet,
+        // so its EWMA still says 5 ms. Without the waiting age it would win every pair.
+        let c = cands(&[10, 10, 100]);
+        let t0 = Instant::now();
+        for x in &c {
+            x.load.observe(Duration::from_millis(5), t0);
+        }
+        c[2].load.begin();
+        let _waiting = c[2].load.waiting(t0);
+        let p = Picker::new(Strategy::P2cEwma, c);
+        let now = t0 + Duration::from_millis(100);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let to_slow = (0..1000)
+            .filter(|_| {
+                p.pick_with(
+                    &mut rng,
+                    &PickRequest {
+                        now,
+                        hash: None,
+                        exclude: &[],
+                    },
+                ) == Some(20)
+            })
+            .count();
+        // Only when both draws land on member 2 (impossible: two distinct picks) or when it
+        // is the sole eligible one could it be chosen.
+        assert_eq!(
+            to_slow, 0,
+            "the slow member was still picked {to_slow} times"
+        );
+    }
 
     #[test]
     fn empty_and_fully_excluded_pick_nothing() {

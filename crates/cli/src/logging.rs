@@ -11,12 +11,12 @@ pub enum Format {
     Json,
 }
 
-/// Install the subscriber: `filter` (from `--log`), else `HASTACK_LOG`, else `info`.
-pub fn init(filter: Option<&str>, format: Format) {
+/// Install the subscriber: `filter` (from `--log`), else `HASTACK_LOG`, else `default`.
+pub fn init(filter: Option<&str>, format: Format, default: &str) {
     let filter = filter
         .map(str::to_string)
         .or_else(|| std::env::var("HASTACK_LOG").ok())
-        .unwrap_or_else(|| "info".to_string());
+        .unwrap_or_else(|| default.to_string());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -60,7 +60,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log.as_deref(), cli.log_format);
+    // The demo draws its own progress lines: keep library logs to warnings unless asked.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    logging::init(cli.log.as_deref(), cli.log_format, default_filter);
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Proxy(args) => proxy::run(args),

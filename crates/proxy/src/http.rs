@@ -597,7 +597,7 @@ async fn try_once(
     fresh_only: bool,
 ) -> (Result<(h1::Exchange, Lease), TryError>, Instant) {
     let epoch = member.epoch();
-    let mut lease = Lease::begin(member.clone(), epoch);
+    let mut lease = Lease::begin(member.clone(), epoch, now);
     member.metrics.requests.inc();
     let pooled = if fresh_only {
         None

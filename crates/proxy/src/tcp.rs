@@ -58,11 +58,14 @@ pub async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, client: TcpStream) 
         };
         tried.push(idx);
         let member = pool.members[idx].clone();
-        let lease = Lease::begin(member.clone(), member.epoch());
+        let mut lease = Lease::begin(member.clone(), member.epoch(), now);
         member.metrics.requests.inc();
         attempt += 1;
         match upstream::dial(member.addr(), spec.connect_timeout).await {
             Ok(s) => {
+                // For a TCP session the "answer" is the connection itself: from here on the
+                // member is busy, not slow.
+                lease.answered();
                 member.success(Instant::now());
                 break (s, lease);
             }

@@ -213,6 +213,8 @@ pub struct Lease {
     /// to the pool (the idle timeout does not need better than that, and it saves a clock
     /// read per request).
     answered: Option<Instant>,
+    /// The member's waiting-age token while the try waits for its answer's head.
+    waiting: Option<u64>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -224,9 +226,10 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// Start a try on `member`: counts it in flight.
-    pub fn begin(member: Arc<Member>, epoch: u64) -> Lease {
+    /// Start a try on `member` at `now`: counts it in flight and waiting for an answer.
+    pub fn begin(member: Arc<Member>, epoch: u64, now: Instant) -> Lease {
         member.load.begin();
+        let waiting = Some(member.load.waiting(now));
         member.metrics.inflight.inc();
         Lease {
             member,
@@ -234,6 +237,14 @@ impl Lease {
             epoch,
             reusable: false,
             answered: None,
+            waiting,
+        }
+    }
+
+    /// The try's answer (its head) arrived, or the try ended without one.
+    pub fn answered(&mut self) {
+        if let Some(t) = self.waiting.take() {
+            self.member.load.answered(t);
         }
     }
 
@@ -244,6 +255,7 @@ impl Lease {
 
     /// Attach the connection the try uses, once its response head arrived at `at`.
     pub fn attach(&mut self, conn: Conn, at: Instant) {
+        self.answered();
         self.conn = Some(conn);
         self.answered = Some(at);
     }
@@ -271,6 +283,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.answered();
         self.member.load.end();
         self.member.metrics.inflight.dec();
         if self.reusable {
