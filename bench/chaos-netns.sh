@@ -115,6 +115,10 @@ print("Notes: `kill` signals the process the harness started. For keepalived tha
 print("process, whose VRRP child then withdraws the VIP gracefully (priority 0), so this timeline")
 print("does not show keepalived's known hole (a SIGKILLed or frozen VRRP child keeps the VIP).")
 print("A moving VIP resets the client's keep-alive connections to the old holder (counted as")
-print("`reset`/`closed` failures), in both stacks.")
+print("`reset`/`closed` failures), in both stacks. Most of hastack's failed requests come after a")
+print("fault's restoration: when lb1 returns (vrrp1 restarted, link up) it preempts the VIP before")
+print("its proxy has re-admitted the app servers it marked down meanwhile (rise 2 x 500 ms), so")
+print("about a second of 5xx (`status`); they count in the availability, not in the per-fault")
+print("downtime. HAProxy + keepalived has the same effect on link-down.")
 PY
 echo "wrote the chaos-netns section of docs/benchmarks.md (also $OUT/section.md)" >&2
