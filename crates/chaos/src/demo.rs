@@ -1,4 +1,5 @@
-//! `hastack demo`: a small stack on loopback, a short fault schedule, a scorecard.
+//! `hastack demo`: a small stack on loopback (or in network namespaces), a short fault
+//! schedule, a scorecard.
 //!
 //! The demo is a scenario built in code: `apps` instances of the built-in app server, each
 //! behind its own fault proxy (so one can be slowed), and a **front tier** in front of
@@ -10,11 +11,18 @@
 //! * [`DirectFront`]: no front tier; the load generator fails over between the backends
 //!   itself (connect failure -> next address).
 //! * [`HastackProxyPair`]: two `hastack proxy` instances, clients failing over between them.
-//!   It needs `hastack proxy` and says so at preflight until that subcommand exists.
+//! * [`VipProxyPair`] (namespace mode, root): hosts `lb1` and `lb2` each run `hastack proxy`
+//!   and `hastack vip` sharing one virtual IP; the client sends to the VIP.
 //!
 //! The schedule (fractions of the duration): kill app1 at 15% (restarted at 25%), freeze
 //! app2 at 35% for 8%, add 400 ms to app3 through its fault proxy at 55% for 10% (the SLO
-//! counts answers over 250 ms as failures), then the front tier's own faults at 75%.
+//! counts answers over 250 ms as failures), then the front tier's own faults (at 75% for the
+//! proxy pair; at 70%, 80% and 90% for the VIP pair).
+//!
+//! In namespace mode ([`DemoOptions::netns`]) the front tier's hosts come first
+//! ([`FrontTier::hosts`]), then one host per app server (`web1`, `web2`, ...): each app
+//! server listens on its host's loopback and its fault proxy on the host's address, port
+//! 8080, so that partitions and link faults between hosts act on the real traffic.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,10 +32,12 @@ use hastack_config::Dur;
 
 use crate::error::ChaosError;
 use crate::events::EventSourceSpec;
+use crate::fault::NetFault;
 use crate::fault::process::{ProcessSpec, Readiness};
 use crate::fault::{FaultAction, ProcessFault, ProxyFault, ScheduledFault};
 use crate::load::LoadPlan;
 use crate::load::http::HttpRequestSpec;
+use crate::netns::NetnsTopology;
 use crate::report::{RestoreRule, Slo};
 use crate::scenario::{FaultProxySpec, Protocol, Scenario, Vars};
 
@@ -44,15 +54,17 @@ pub struct FrontContext<'a> {
     pub health_path: &'a str,
 }
 
-/// A fault the front tier asks the demo to inject at 75% of the run.
+/// A fault the front tier asks the demo to inject.
 #[derive(Debug, Clone)]
 pub struct FrontFault {
-    /// A process of the plan.
+    /// When, as a fraction of the duration (0.75 = at 75%).
+    pub at: f64,
+    /// A process of the plan (or a host, for a namespace fault).
     pub target: String,
     /// What to do.
     pub action: FaultAction,
-    /// For how long.
-    pub duration: Option<Duration>,
+    /// For how long, as a fraction of the duration (`None` = until the end).
+    pub duration: Option<f64>,
     /// Event subject.
     pub subject: String,
 }
@@ -89,6 +101,12 @@ pub trait FrontTier: Send + Sync + std::fmt::Debug {
     fn subject(&self, name: &str, backend: SocketAddr) -> String {
         let _ = backend;
         name.to_string()
+    }
+
+    /// Namespace mode: the hosts this tier runs on (placed before the app hosts, so they get
+    /// the first addresses). Empty = the tier cannot run in namespaces.
+    fn hosts(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -189,6 +207,7 @@ impl FrontTier for HaproxyFront {
                 ready: Readiness::Tcp(front),
                 ready_timeout: Duration::from_secs(10),
                 stop_grace: Duration::from_secs(2),
+                host: None,
             }],
             files: vec![(PathBuf::from("haproxy.cfg"), cfg)],
             entries: vec![front],
@@ -197,6 +216,7 @@ impl FrontTier for HaproxyFront {
                 source: "haproxy".into(),
                 url: format!("http://{stats}/stats;csv"),
                 interval: Duration::from_millis(100),
+                host: None,
             }],
             requires: vec![program.display().to_string()],
         })
@@ -243,7 +263,6 @@ impl FrontTier for HastackProxyPair {
     }
 
     fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError> {
-        let members: Vec<String> = ctx.backends.iter().map(|a| format!("\"{a}\"")).collect();
         let mut plan = FrontPlan {
             requires: vec!["hastack proxy".into()],
             ..FrontPlan::default()
@@ -252,11 +271,7 @@ impl FrontTier for HastackProxyPair {
             let listen = local(port(ctx, &format!("proxy{i}"))?);
             let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
             let file = format!("proxy{i}.toml");
-            let cfg = format!(
-                "[proxy]\nworkers = 1\n\n[proxy.admin]\nlisten = \"{admin}\"\n\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"{listen}\"\nprotocol = \"http\"\npool = \"app\"\n\n[proxy.pools.app]\nmembers = [{}]\ntry_timeout = \"1s\"\n\n[proxy.pools.app.health]\ntype = \"http\"\npath = \"{}\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\n",
-                members.join(", "),
-                ctx.health_path
-            );
+            let cfg = proxy_config(listen, admin, ctx.backends, ctx.health_path);
             plan.processes.push(ProcessSpec {
                 name: format!("proxy{i}"),
                 program: self.hastack_exe.clone(),
@@ -269,6 +284,7 @@ impl FrontTier for HastackProxyPair {
                 ready: Readiness::Tcp(listen),
                 ready_timeout: Duration::from_secs(10),
                 stop_grace: Duration::from_secs(2),
+                host: None,
             });
             plan.files.push((PathBuf::from(file), cfg));
             plan.entries.push(listen);
@@ -277,17 +293,11 @@ impl FrontTier for HastackProxyPair {
         // member carries its `addr` and `state`.
         for i in 1..=2 {
             let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
-            plan.events.push(EventSourceSpec::Json {
-                source: format!("proxy{i}"),
-                url: format!("http://{admin}/status"),
-                interval: Duration::from_millis(100),
-                members: "/pools/app/members".into(),
-                name_field: "addr".into(),
-                state_field: "state".into(),
-                down_states: vec!["down".into(), "ejected".into(), "unhealthy".into()],
-            });
+            plan.events
+                .push(proxy_events(format!("proxy{i}"), admin, None));
         }
         plan.faults.push(FrontFault {
+            at: 0.75,
             target: "proxy1".into(),
             action: FaultAction::Process(ProcessFault::Kill),
             duration: None,
@@ -296,6 +306,219 @@ impl FrontTier for HastackProxyPair {
         plan.description = format!(
             "front tier: TWO hastack proxy instances at {} and {} (clients fail over between them), health checks every 500 ms",
             plan.entries[0], plan.entries[1]
+        );
+        Ok(plan)
+    }
+}
+
+/// The `[proxy]` config of one demo proxy: one worker, HTTP health checks on `health` every
+/// 500 ms (300 ms timeout), a 1 s try timeout (so a try stuck on a frozen member is retried
+/// elsewhere).
+pub fn proxy_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    members: &[SocketAddr],
+    health: &str,
+) -> String {
+    let members: Vec<String> = members.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[proxy]\nworkers = 1\n\n[proxy.admin]\nlisten = \"{admin}\"\n\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"{listen}\"\nprotocol = \"http\"\npool = \"app\"\n\n[proxy.pools.app]\nmembers = [{}]\ntry_timeout = \"1s\"\n\n[proxy.pools.app.health]\ntype = \"http\"\npath = \"{health}\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\n",
+        members.join(", ")
+    )
+}
+
+/// Detection events from a `hastack proxy`'s `/status` (members named by address).
+fn proxy_events(source: String, admin: SocketAddr, host: Option<String>) -> EventSourceSpec {
+    EventSourceSpec::Json {
+        source,
+        url: format!("http://{admin}/status"),
+        interval: Duration::from_millis(100),
+        members: "/pools/app/members".into(),
+        name_field: "addr".into(),
+        state_field: "state".into(),
+        down_states: vec!["down".into(), "ejected".into(), "unhealthy".into()],
+        host,
+    }
+}
+
+/// The VRRP instance name of the demo's VIP pair (the subject of its faults).
+pub const VIP_INSTANCE: &str = "web";
+
+/// The last octet of the demo's virtual IP in its /24.
+pub const VIP_OCTET: u8 = 50;
+
+/// The `[vip]` config of one host of the demo's VIP pair: VRRPv3 with `advert` adverts, one
+/// address, and a tracker on the local proxy's listener with weight 0 (a dead proxy puts the
+/// instance in fault: it resigns and the peer takes the address within its skew time).
+pub fn vip_config(
+    state_dir: &std::path::Path,
+    priority: u8,
+    peer_priority: u8,
+    vip: std::net::Ipv4Addr,
+    advert: Duration,
+    proxy_port: u16,
+) -> String {
+    format!(
+        "[vip]\nadmin = \"127.0.0.1:9400\"\nstate_dir = \"{}\"\n\n[[vip.instance]]\nname = \"{VIP_INSTANCE}\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"{}\"\naddresses = [\"{vip}/24\"]\npeer_priorities = [{peer_priority}]\n\n[[vip.instance.track]]\nname = \"proxy\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{proxy_port}\"\nweight = 0\ninterval = \"100ms\"\nfall = 1\nrise = 2\n",
+        state_dir.display(),
+        Dur(advert)
+    )
+}
+
+/// Namespace mode: two hosts (`lb1`, `lb2`), each running `hastack proxy` (port 80, admin
+/// 127.0.0.1:9900) and `hastack vip` (VRRPv3, 20 ms adverts, priority 150 on lb1 and 100 on
+/// lb2, one virtual IP `.50`, tracking the local proxy's listener). Clients send to the VIP.
+///
+/// Its faults: kill -9 the master's proxy at 70% (its vip tracker puts the instance in fault
+/// and lb2 takes the VIP; the proxy is restarted 5% later and lb1 preempts back), kill -9 the
+/// master's vip daemon at 80% (its guard withdraws the address at once, lb2 claims it after
+/// Master_Down_Interval; restarted 5% later), and lb1's link down at 90% for 5%. Detection
+/// of those comes from lb2's vip `/status` ("detected" = lb2 became master).
+#[derive(Debug, Clone, Default)]
+pub struct VipProxyPair {
+    /// The hastack binary.
+    pub hastack_exe: PathBuf,
+}
+
+impl FrontTier for VipProxyPair {
+    fn name(&self) -> &'static str {
+        "hastack-vip-pair"
+    }
+
+    fn subject(&self, _name: &str, backend: SocketAddr) -> String {
+        backend.to_string()
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        vec!["lb1".into(), "lb2".into()]
+    }
+
+    fn plan(&self, ctx: &mut FrontContext<'_>) -> Result<FrontPlan, ChaosError> {
+        let topo = ctx
+            .vars
+            .netns()
+            .cloned()
+            .ok_or_else(|| ChaosError::BadTarget {
+                fault: "front tier".into(),
+                target: self.name().into(),
+                reason: "the VIP pair runs in network namespaces only (hastack demo --netns)"
+                    .into(),
+            })?;
+        let vip = topo.addr(VIP_OCTET);
+        let entry = SocketAddr::from((vip, 80));
+        let admin = SocketAddr::from(([127, 0, 0, 1], 9900));
+        let vip_admin = "http://127.0.0.1:9400";
+        let advert = Duration::from_millis(20);
+        let mut plan = FrontPlan {
+            requires: vec!["hastack proxy".into(), "hastack vip".into()],
+            entries: vec![entry],
+            ..FrontPlan::default()
+        };
+        let hosts = self.hosts();
+        for (i, host) in hosts.iter().enumerate() {
+            let n = i + 1;
+            let file = format!("proxy-{host}.toml");
+            let cfg = proxy_config(
+                SocketAddr::from(([0, 0, 0, 0], 80)),
+                admin,
+                ctx.backends,
+                ctx.health_path,
+            );
+            plan.processes.push(ProcessSpec {
+                name: format!("proxy{n}"),
+                program: self.hastack_exe.clone(),
+                args: vec![
+                    "proxy".into(),
+                    "--config".into(),
+                    ctx.vars.dir.join(&file).display().to_string(),
+                ],
+                env: vec![("HASTACK_LOG".into(), "warn".into())],
+                ready: Readiness::Tcp(SocketAddr::from(([127, 0, 0, 1], 80))),
+                ready_timeout: Duration::from_secs(10),
+                stop_grace: Duration::from_secs(2),
+                host: Some(host.clone()),
+            });
+            plan.files.push((PathBuf::from(file), cfg));
+            plan.events
+                .push(proxy_events(format!("proxy{n}"), admin, Some(host.clone())));
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            let n = i + 1;
+            let (prio, peer) = if n == 1 { (150, 100) } else { (100, 150) };
+            let file = format!("vip-{host}.toml");
+            let cfg = vip_config(
+                &ctx.vars.dir.join(format!("vip-state-{host}")),
+                prio,
+                peer,
+                vip,
+                advert,
+                80,
+            );
+            plan.processes.push(ProcessSpec {
+                name: format!("vrrp{n}"),
+                program: self.hastack_exe.clone(),
+                args: vec![
+                    "vip".into(),
+                    "--config".into(),
+                    ctx.vars.dir.join(&file).display().to_string(),
+                ],
+                env: vec![("HASTACK_LOG".into(), "info".into())],
+                // lb1 starts first and alone, so it is ready once it holds the VIP (the
+                // address answers from its own namespace); lb2 then joins as backup.
+                ready: if n == 1 {
+                    Readiness::Tcp(entry)
+                } else {
+                    Readiness::Http(format!("{vip_admin}/healthz"))
+                },
+                ready_timeout: Duration::from_secs(10),
+                stop_grace: Duration::from_secs(2),
+                host: Some(host.clone()),
+            });
+            plan.files.push((PathBuf::from(file), cfg));
+        }
+        // lb2 becoming master is the failover being detected; back to backup, repaired.
+        plan.events.push(EventSourceSpec::Json {
+            source: "vip-lb2".into(),
+            url: format!("{vip_admin}/status"),
+            interval: Duration::from_millis(50),
+            members: "/vip/instances".into(),
+            name_field: "name".into(),
+            state_field: "state".into(),
+            down_states: vec!["master".into()],
+            host: Some(hosts[1].clone()),
+        });
+        plan.faults = vec![
+            FrontFault {
+                at: 0.70,
+                target: "proxy1".into(),
+                action: FaultAction::Process(ProcessFault::Kill),
+                duration: Some(0.05),
+                subject: VIP_INSTANCE.into(),
+            },
+            FrontFault {
+                at: 0.80,
+                target: "vrrp1".into(),
+                action: FaultAction::Process(ProcessFault::Kill),
+                duration: Some(0.05),
+                subject: VIP_INSTANCE.into(),
+            },
+            FrontFault {
+                at: 0.90,
+                target: hosts[0].clone(),
+                action: FaultAction::Net(NetFault::LinkDown {
+                    host: hosts[0].clone(),
+                }),
+                duration: Some(0.05),
+                subject: VIP_INSTANCE.into(),
+            },
+        ];
+        plan.description = format!(
+            "front tier: a VIP pair in network namespaces: hosts lb1 ({}) and lb2 ({}) each run hastack proxy (port 80, health checks every 500 ms) and hastack vip (VRRPv3, {} adverts, priority 150/100, tracking the local proxy's listener); clients in the client namespace ({}) send to the virtual IP {entry}",
+            topo.ip("lb1").map_or_else(String::new, |ip| ip.to_string()),
+            topo.ip("lb2").map_or_else(String::new, |ip| ip.to_string()),
+            Dur(advert),
+            topo.ip(crate::netns::CLIENT)
+                .map_or_else(String::new, |ip| ip.to_string()),
         );
         Ok(plan)
     }
@@ -312,6 +535,9 @@ pub struct DemoOptions {
     pub apps: usize,
     /// Seed (fault proxies' jitter).
     pub seed: u64,
+    /// Namespace mode (root): every host in its own network namespace, the load from the
+    /// client namespace; needs a front tier with [`FrontTier::hosts`].
+    pub netns: bool,
 }
 
 impl Default for DemoOptions {
@@ -321,6 +547,7 @@ impl Default for DemoOptions {
             rate: 200.0,
             apps: 3,
             seed: 1,
+            netns: false,
         }
     }
 }
@@ -338,10 +565,38 @@ pub fn build(
     let mut names = Vec::new();
     let mut backends = Vec::new();
     let no_port = |e: String| ChaosError::io(e, std::io::Error::other("no free port"));
+    let netns = if opts.netns {
+        let mut hosts = front.hosts();
+        if hosts.is_empty() {
+            return Err(ChaosError::BadTarget {
+                fault: "front tier".into(),
+                target: front.name().into(),
+                reason: "this front tier cannot run in network namespaces".into(),
+            });
+        }
+        hosts.extend((1..=apps).map(|i| format!("web{i}")));
+        let topo = NetnsTopology {
+            hosts,
+            ..NetnsTopology::default()
+        };
+        vars.set_netns(topo.clone());
+        Some(topo)
+    } else {
+        None
+    };
     for i in 1..=apps {
         let name = format!("app{i}");
-        let app = local(vars.port(&name).map_err(no_port)?);
-        let link = local(vars.port(&format!("link{i}")).map_err(no_port)?);
+        let host = netns.as_ref().map(|_| format!("web{i}"));
+        let (app, link) = match (&netns, &host) {
+            (Some(t), Some(h)) => (
+                local(9000),
+                SocketAddr::from((t.ip(h).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), 8080)),
+            ),
+            _ => (
+                local(vars.port(&name).map_err(no_port)?),
+                local(vars.port(&format!("link{i}")).map_err(no_port)?),
+            ),
+        };
         processes.push(ProcessSpec {
             name: name.clone(),
             program: vars.hastack_exe.clone(),
@@ -356,6 +611,7 @@ pub fn build(
             ready: Readiness::Tcp(app),
             ready_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(2),
+            host: host.clone(),
         });
         proxies.push(FaultProxySpec {
             name: format!("link{i}"),
@@ -363,6 +619,7 @@ pub fn build(
             upstream: app,
             connect_timeout: Duration::from_secs(1),
             mirror_refusal: true,
+            host,
         });
         names.push(name);
         backends.push(link);
@@ -412,20 +669,32 @@ pub fn build(
     for (i, f) in plan.faults.into_iter().enumerate() {
         schedule.push(ScheduledFault {
             id: 3 + i,
-            at: at(0.75),
+            at: at(f.at),
             target: f.target,
             action: f.action,
-            duration: f.duration,
+            duration: f.duration.map(at),
             weight: 1.0,
             subject: f.subject,
         });
     }
+    schedule.sort_by_key(|f| f.at);
+    for (i, f) in schedule.iter_mut().enumerate() {
+        f.id = i;
+    }
+    let placed = if netns.is_some() {
+        format!(
+            "{apps} app servers (hastack app) on hosts web1..web{apps}, each behind a fault proxy on its host's address"
+        )
+    } else {
+        format!("{apps} app servers (hastack app), each behind a fault proxy")
+    };
     Ok(Scenario {
-        name: format!("demo ({})", front.name()),
-        description: format!(
-            "{} app servers (hastack app), each behind a fault proxy; {}",
-            apps, plan.description
-        ),
+        name: if netns.is_some() {
+            format!("demo ({}, network namespaces)", front.name())
+        } else {
+            format!("demo ({})", front.name())
+        },
+        description: format!("{placed}; {}", plan.description),
         duration: d,
         seed: opts.seed,
         requires: plan.requires,
@@ -454,6 +723,7 @@ pub fn build(
         schedule,
         events: plan.events,
         control: None,
+        netns,
     })
 }
 
@@ -509,5 +779,66 @@ mod tests {
         let link3 = pair.proxies[2].listen.to_string();
         assert_eq!(pair.schedule[2].subject, link3);
         assert!(pair.files[0].1.contains(&link3));
+    }
+
+    #[test]
+    fn the_vip_pair_places_everything_in_namespaces() {
+        let opts = DemoOptions {
+            netns: true,
+            duration: Duration::from_secs(20),
+            ..DemoOptions::default()
+        };
+        let front = VipProxyPair {
+            hastack_exe: "/bin/hastack".into(),
+        };
+        let s = build(&front, &opts, &mut vars()).unwrap();
+        let t = s.netns.clone().unwrap();
+        assert_eq!(t.hosts, ["lb1", "lb2", "web1", "web2", "web3"]);
+        assert_eq!(s.load.targets, vec!["10.99.0.50:80".parse().unwrap()]);
+        assert!(s.processes.iter().all(|p| p.host.is_some()));
+        assert!(s.proxies.iter().all(|p| p.host.is_some()));
+        // The app tier keeps the loopback demo's faults; the front tier adds three, in order.
+        let plan: Vec<(u64, &str, &str)> = s
+            .schedule
+            .iter()
+            .map(|f| (f.at.as_secs(), f.target.as_str(), f.action.kind()))
+            .collect();
+        assert_eq!(
+            plan,
+            [
+                (3, "app1", "kill"),
+                (7, "app2", "pause"),
+                (11, "link3", "latency"),
+                (14, "proxy1", "kill"),
+                (16, "vrrp1", "kill"),
+                (18, "lb1", "link_down"),
+            ]
+        );
+        assert!(s.schedule.iter().enumerate().all(|(i, f)| f.id == i));
+        assert!(s.schedule.iter().all(|f| f.duration.is_some()));
+        // Backends are the fault proxies on the web hosts' own addresses.
+        assert_eq!(s.proxies[0].listen.to_string(), "10.99.0.3:8080");
+        assert_eq!(s.schedule[0].subject, "10.99.0.3:8080");
+        let vip1 = &s
+            .files
+            .iter()
+            .find(|(p, _)| p.ends_with("vip-lb1.toml"))
+            .unwrap()
+            .1;
+        assert!(
+            vip1.contains("priority = 150") && vip1.contains("10.99.0.50/24"),
+            "{vip1}"
+        );
+        assert!(vip1.contains("advert_interval = \"20ms\""), "{vip1}");
+        let proxy = &s
+            .files
+            .iter()
+            .find(|(p, _)| p.ends_with("proxy-lb2.toml"))
+            .unwrap()
+            .1;
+        assert!(proxy.contains("\"10.99.0.5:8080\""), "{proxy}");
+        // The VIP pair cannot run on loopback, and a loopback tier cannot run in namespaces.
+        assert!(build(&front, &DemoOptions::default(), &mut vars()).is_err());
+        assert!(build(&DirectFront, &opts, &mut vars()).is_err());
     }
 }

@@ -11,17 +11,25 @@ pub enum ChaosError {
     #[error("{0}")]
     Config(#[from] hastack_config::Diagnostics),
 
-    /// A fault needs the network-namespace testbed, which is not plugged in.
+    /// A namespace fault in a scenario that has no namespace topology.
     #[error(
-        "fault `{fault}` on `{target}` needs the network-namespace testbed (hastack-testbed), \
-         which this build does not include yet; run it without namespace faults, or once the \
-         testbed lands, with a namespace topology"
+        "fault `{fault}` on `{target}` needs a network-namespace topology: declare the hosts \
+         in [chaos.netns] (root only) and give each process its `host`"
     )]
     NeedsTestbed {
         /// The fault kind.
         fault: String,
         /// Its target.
         target: String,
+    },
+
+    /// Namespace mode cannot run (not root, a tool missing) or a testbed command failed.
+    #[error("{what}: {source}")]
+    Netns {
+        /// What was being done.
+        what: String,
+        /// The testbed's error (it names the missing privilege, tool or failed command).
+        source: hastack_testbed::TestbedError,
     },
 
     /// The scenario needs a hastack subcommand this binary does not have.

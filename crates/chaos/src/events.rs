@@ -109,6 +109,9 @@ pub enum EventSourceSpec {
         url: String,
         /// Poll interval.
         interval: Duration,
+        /// Namespace mode: the host it is polled from (`None` = the client namespace, or the
+        /// harness's own namespace without a topology).
+        host: Option<String>,
     },
     /// A JSON status endpoint.
     Json {
@@ -126,7 +129,20 @@ pub enum EventSourceSpec {
         state_field: String,
         /// States that mean down.
         down_states: Vec<String>,
+        /// Namespace mode: the host it is polled from (see the HAProxy variant).
+        host: Option<String>,
     },
+}
+
+impl EventSourceSpec {
+    /// The namespace host it is polled from, if any.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            EventSourceSpec::Haproxy { host, .. } | EventSourceSpec::Json { host, .. } => {
+                host.as_deref()
+            }
+        }
+    }
 }
 
 /// A member name and whether it is down, as one poll saw it.
@@ -219,6 +235,7 @@ pub async fn run_source(spec: EventSourceSpec, sink: EventSink, cancel: Cancella
             source,
             url,
             interval,
+            ..
         }
         | EventSourceSpec::Json {
             source,

@@ -17,20 +17,24 @@
 //! * [`load`]: the open-loop generator and its [`load::Driver`] trait (HTTP, TCP; Redis/SQL
 //!   plug in later).
 //! * [`fault`]: process faults, the fault proxy, and the [`fault::NetworkFaults`] boundary
-//!   to namespace faults (refused by [`fault::NoTestbed`] until `hastack-testbed` lands).
+//!   to namespace faults.
+//! * [`netns`]: namespace mode (root): a scenario's hosts as network namespaces of a
+//!   `hastack-testbed`, the load generator inside the client namespace, partitions and
+//!   link-down through the testbed ([`netns::Lab`]).
 //! * [`scenario`]: the `[chaos]` schema and its validation with located errors.
 //! * [`control`]: the run-time control API (fault proxies, pushed events).
 //! * [`demo`]: `hastack demo`, parameterised by a [`demo::FrontTier`].
 //!
-//! **Architecture invariant**: this crate depends on `hastack-config` and `hastack-admin`
-//! only, never on the components it measures (proxy, vip, ...): front tiers plug in through
-//! [`demo::FrontTier`], namespace faults through [`fault::NetworkFaults`], components talk
-//! to it through the event feed ([`events`]). So a broken component can never hide its own
-//! failure from the harness.
+//! **Architecture invariant**: this crate depends on `hastack-config`, `hastack-admin` and
+//! the namespace lab `hastack-testbed` only, never on the components it measures (proxy,
+//! vip, ...): front tiers plug in through [`demo::FrontTier`] and run as separate
+//! processes, components talk to it through the event feed ([`events`]). So a broken
+//! component can never hide its own failure from the harness.
 //!
 //! What it deliberately does not do: it does not parse or print to the terminal by itself
 //! (the CLI does), it never sends traffic anywhere but the addresses a scenario names
-//! (loopback in every shipped scenario), and it does not implement namespace faults.
+//! (loopback, or the private /24 of its own namespaces), and it never touches the root
+//! namespace's network configuration or firewall.
 
 pub mod chart;
 pub mod control;
@@ -39,6 +43,7 @@ pub mod error;
 pub mod events;
 pub mod fault;
 pub mod load;
+pub mod netns;
 pub mod record;
 pub mod render;
 pub mod report;

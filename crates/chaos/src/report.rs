@@ -17,7 +17,11 @@
 //! * **attributed downtime**: downtime not already covered by an earlier fault's
 //!   `[t_f, t_r)` interval, so overlapping faults are never counted twice.
 //! * **detection** `= t_d - t_f` where `t_d` is the first `detected` event about the fault's
-//!   subject at or after `t_f`; **repair** `= t_r - t_d` when `t_d <= t_r`.
+//!   subject at or after `t_f` and before the fault's window closes: its heal time plus the
+//!   restore window plus the event's own uncertainty (unbounded if never healed), and before
+//!   the next fault on the same subject (a host going down later must not be read as the
+//!   detection of an earlier, never-detected fault); **repair** `= t_r - t_d` when
+//!   `t_d <= t_r`.
 //! * **failover time** percentiles: nearest-rank percentiles of the per-fault downtimes.
 //! * **fault score** `= sum(attributed downtime in minutes x weight)`.
 //! * **error budget**: `allowed = (1 - SLO) x total`; `consumed = failed / allowed`.
@@ -566,10 +570,27 @@ fn fault_reports(input: &ReportInput<'_>, notes: &mut Vec<String>) -> Vec<FaultR
         let attributed = until.saturating_sub(covered_until.max(f.at));
         covered_until = covered_until.max(until);
         let (g, t) = prefix.range(index(f.at, h.bucket), index(until, h.bucket));
+        let next_same = input
+            .faults
+            .iter()
+            .filter(|g| g.subject == f.subject && g.at > f.at && g.error.is_none())
+            .map(|g| g.at)
+            .min();
+        let in_window = |e: &ComponentEvent| {
+            let slack = Duration::try_from_secs_f64(e.uncertainty_s).unwrap_or_default();
+            f.healed_at
+                .is_none_or(|healed| e.at <= healed + input.restore.window + slack)
+                && next_same.is_none_or(|next| e.at < next)
+        };
         let detected_event = input
             .events
             .iter()
-            .filter(|e| e.kind == EventKind::Detected && e.at >= f.at && e.is_about(&f.subject))
+            .filter(|e| {
+                e.kind == EventKind::Detected
+                    && e.at >= f.at
+                    && e.is_about(&f.subject)
+                    && in_window(e)
+            })
             .min_by_key(|e| e.at);
         let detected = detected_event.map(|e| e.at);
         let member_back = detected.and_then(|d| {
@@ -986,5 +1007,35 @@ mod tests {
         ev.at = Duration::from_millis(3200);
         let r = compute(&input(&h, &f, &[ev]));
         assert_eq!(r.faults[0].repair_s, None);
+    }
+
+    #[test]
+    fn detection_belongs_to_the_fault_only_while_its_window_is_open() {
+        let h = history(1000, &[(200, 300)]);
+        let mut f = [fault(0, 2000, "app1"), fault(1, 7000, "app1")];
+        // The first fault is healed at 3 s: its window closes at 3 s + restore window (1 s)
+        // + the event's uncertainty (0.1 s).
+        f[0].healed_at = Some(Duration::from_millis(3000));
+        let ev = |at_ms: u64| ComponentEvent {
+            at: Duration::from_millis(at_ms),
+            source: "haproxy".into(),
+            kind: EventKind::Detected,
+            subject: "app/app1".into(),
+            detail: String::new(),
+            uncertainty_s: 0.1,
+        };
+        let r = compute(&input(&h, &f, &[ev(4050)]));
+        assert!(close(r.faults[0].detection_s.unwrap(), 2.05));
+        // Long after the heal, an event about app1 is not this fault's detection...
+        let r = compute(&input(&h, &f, &[ev(5000)]));
+        assert_eq!(r.faults[0].detection_s, None);
+        // ... and after the next fault on app1 it belongs to that one only.
+        let r = compute(&input(&h, &f, &[ev(7500)]));
+        assert_eq!(r.faults[0].detection_s, None);
+        assert!(close(r.faults[1].detection_s.unwrap(), 0.5));
+        // A fault never healed keeps its window open until the next one.
+        f[0].healed_at = None;
+        let r = compute(&input(&h, &f, &[ev(6000)]));
+        assert!(close(r.faults[0].detection_s.unwrap(), 4.0));
     }
 }

@@ -1,13 +1,19 @@
 //! The runner: start a scenario's topology, drive the load, inject the schedule, tear
 //! everything down, and compute the report.
 //!
-//! Order of a run: preflight (requirements, namespace faults) -> write files -> start fault
-//! proxies -> start processes in order, each awaited until ready -> control API and event
-//! sources -> load and fault schedule from the same instant `t0` -> after the load, heal
-//! what is still broken, stop processes (reverse order) and proxies -> report.
+//! Order of a run: preflight (root for namespace mode, requirements, namespace faults) ->
+//! namespace testbed (namespace mode) -> write files -> start fault proxies -> start
+//! processes in order, each awaited until ready -> control API and event sources -> load and
+//! fault schedule from the same instant `t0` -> after the load, heal what is still broken,
+//! stop processes (reverse order) and proxies -> remove the namespaces -> report.
 //!
-//! Invariant: every child process and fault proxy started by a run is stopped before
-//! [`run`] returns, on success, on error and on cancellation.
+//! In namespace mode ([`crate::netns`]) the load generator and the default event sources run
+//! on a thread inside the client namespace, fault proxies and readiness checks on a thread
+//! inside their host's namespace, and processes are started inside their host's namespace;
+//! the timeline, progress and control API stay in the harness's own namespace.
+//!
+//! Invariant: every child process and fault proxy started by a run is stopped, and every
+//! namespace removed, before [`run`] returns, on success, on error and on cancellation.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,9 +32,10 @@ use crate::error::ChaosError;
 use crate::events::{EventSink, run_source};
 use crate::fault::process::ManagedProcess;
 use crate::fault::proxy::{FaultProxy, FaultProxyConfig, FaultProxyHandle};
-use crate::fault::{FaultAction, NetworkFaults, ProcessFault, ScheduledFault};
+use crate::fault::{FaultAction, NetworkFaults, NoTestbed, ProcessFault, ScheduledFault};
 use crate::load::http::HttpDriver;
 use crate::load::{Driver, LoadStats};
+use crate::netns::{Lab, Placement};
 use crate::record::Recorder;
 use crate::report::{self, InjectedFault, Report, ReportInput};
 use crate::scenario::{Protocol, Scenario};
@@ -66,8 +73,6 @@ pub struct RunOptions {
     pub dir: PathBuf,
     /// The hastack binary (for `requires = ["hastack proxy"]` checks).
     pub hastack_exe: PathBuf,
-    /// Namespace fault injection ([`crate::fault::NoTestbed`] until the testbed lands).
-    pub network: Arc<dyn NetworkFaults>,
     /// Live progress.
     pub progress: Option<ProgressFn>,
     /// Metrics registry for the control API's `/metrics`.
@@ -79,17 +84,21 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("dir", &self.dir)
             .field("hastack_exe", &self.hastack_exe)
-            .field("network", &self.network)
             .finish_non_exhaustive()
     }
 }
 
-/// Check what a scenario needs before starting anything: required programs and hastack
-/// subcommands, and namespace faults.
+/// Check what a scenario needs before starting anything: root and the namespace tools for
+/// a namespace topology, namespace faults only with one, required programs and hastack
+/// subcommands.
 pub async fn preflight(s: &Scenario, opts: &RunOptions) -> Result<(), ChaosError> {
-    for f in &s.schedule {
-        if let FaultAction::Net(n) = &f.action {
-            opts.network.check(n)?;
+    if s.netns.is_some() {
+        crate::netns::preflight(&s.name)?;
+    } else {
+        for f in &s.schedule {
+            if let FaultAction::Net(n) = &f.action {
+                NoTestbed.check(n)?;
+            }
         }
     }
     for r in &s.requires {
@@ -167,8 +176,19 @@ impl Topology {
     }
 }
 
+fn placement(lab: Option<&Lab>, host: Option<&str>) -> Result<Option<Placement>, ChaosError> {
+    match (lab, host) {
+        (Some(lab), Some(h)) => lab.placement(h).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Start the topology; on failure, whatever was started is stopped again.
-async fn start_topology(s: &Scenario, opts: &RunOptions) -> Result<Topology, ChaosError> {
+async fn start_topology(
+    s: &Scenario,
+    opts: &RunOptions,
+    lab: Option<&Lab>,
+) -> Result<Topology, ChaosError> {
     let logs = opts.dir.join("logs");
     std::fs::create_dir_all(&logs)
         .map_err(|e| ChaosError::io(format!("creating {}", logs.display()), e))?;
@@ -194,7 +214,17 @@ async fn start_topology(s: &Scenario, opts: &RunOptions) -> Result<Topology, Cha
             mirror_refusal: p.mirror_refusal,
             seed: s.seed ^ (0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(i as u64 + 1)),
         };
-        match FaultProxy::start(cfg).await {
+        let started = match placement(lab, p.host.as_deref()) {
+            Ok(Some(pl)) => pl.run(FaultProxy::start(cfg)).await.unwrap_or_else(|| {
+                Err(ChaosError::io(
+                    format!("starting fault proxy `{}` on host `{}`", p.name, pl.host),
+                    std::io::Error::other("the namespace runtime stopped"),
+                ))
+            }),
+            Ok(None) => FaultProxy::start(cfg).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(fp) => {
                 fp.handle().register_metrics(&mut opts.registry.lock());
                 topo.proxies.push(fp);
@@ -206,7 +236,14 @@ async fn start_topology(s: &Scenario, opts: &RunOptions) -> Result<Topology, Cha
         }
     }
     for spec in &s.processes {
-        let mut mp = ManagedProcess::new(spec.clone(), &logs);
+        let pl = match placement(lab, spec.host.as_deref()) {
+            Ok(pl) => pl,
+            Err(e) => {
+                topo.shutdown().await;
+                return Err(e);
+            }
+        };
+        let mut mp = ManagedProcess::new(spec.clone(), &logs).with_placement(pl);
         let started = mp.start().await;
         topo.order.push(spec.name.clone());
         topo.procs
@@ -228,9 +265,24 @@ pub async fn run(
     preflight(s, opts).await?;
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| ChaosError::io(format!("creating {}", opts.dir.display()), e))?;
-    let topo = start_topology(s, opts).await?;
-    let result = drive(s, opts, &topo, cancel).await;
-    topo.shutdown().await;
+    let lab = match &s.netns {
+        Some(t) => Some(Lab::start(t).await?),
+        None => None,
+    };
+    let network: Arc<dyn NetworkFaults> = match &lab {
+        Some(l) => l.clone(),
+        None => Arc::new(NoTestbed),
+    };
+    let result = async {
+        let topo = start_topology(s, opts, lab.as_deref()).await?;
+        let result = drive(s, opts, &topo, network, lab.as_deref(), cancel).await;
+        topo.shutdown().await;
+        result
+    }
+    .await;
+    if let Some(l) = &lab {
+        l.close().await;
+    }
     result
 }
 
@@ -242,8 +294,12 @@ async fn drive(
     s: &Scenario,
     opts: &RunOptions,
     topo: &Topology,
+    network: Arc<dyn NetworkFaults>,
+    lab: Option<&Lab>,
     cancel: CancellationToken,
 ) -> Result<Report, ChaosError> {
+    // Namespace mode: the load and the default event sources run inside the client.
+    let client = lab.map(Lab::client).transpose()?;
     let handles: BTreeMap<String, FaultProxyHandle> = topo
         .proxies
         .iter()
@@ -272,7 +328,11 @@ async fn drive(
         info!(%addr, "chaos control API listening");
     }
     for src in &s.events {
-        tokio::spawn(run_source(src.clone(), sink.clone(), stop.clone()));
+        let task = run_source(src.clone(), sink.clone(), stop.clone());
+        match placement(lab, src.host())?.or_else(|| client.clone()) {
+            Some(pl) => drop(pl.handle.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
     }
 
     let driver: Arc<dyn Driver> = match &s.protocol {
@@ -287,9 +347,13 @@ async fn drive(
         let recorder = recorder.clone();
         let stats = stats.clone();
         let load_cancel = load_cancel.clone();
-        tokio::spawn(async move {
+        let task = async move {
             crate::load::run(&plan, driver, recorder, stats, t0, load_cancel).await;
-        })
+        };
+        match &client {
+            Some(pl) => pl.handle.spawn(task),
+            None => tokio::spawn(task),
+        }
     };
 
     let injected: Arc<Mutex<Vec<InjectedFault>>> = Arc::new(Mutex::new(Vec::new()));
@@ -301,7 +365,7 @@ async fn drive(
             t0,
             procs: topo.procs.clone(),
             proxies: handles.clone(),
-            network: opts.network.clone(),
+            network: network.clone(),
             injected: injected.clone(),
             active: active.clone(),
         };
@@ -396,6 +460,19 @@ async fn drive(
             "interrupted after {:.1} s of {:.1} s",
             span.as_secs_f64(),
             s.duration.as_secs_f64()
+        ));
+    }
+    if let Some(t) = &s.netns {
+        let hosts: Vec<String> = t
+            .hosts
+            .iter()
+            .filter_map(|h| t.ip(h).map(|ip| format!("{h} {ip}")))
+            .collect();
+        report.notes.push(format!(
+            "ran in network namespaces: {}; load from the client namespace ({})",
+            hosts.join(", "),
+            t.ip(crate::netns::CLIENT)
+                .map_or_else(String::new, |ip| ip.to_string())
         ));
     }
     if dropped_events > 0 {

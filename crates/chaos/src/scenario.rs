@@ -6,10 +6,13 @@
 //! `docs/chaos.md`; the serde types below are the schema, and [`load`] validates them into
 //! a runtime [`Scenario`], collecting every error with its file:line:column.
 //!
-//! Strings in addresses, arguments, environment values, URLs and file contents may use
+//! Strings in addresses, arguments, environment values, URLs, fault subjects and file
+//! contents may use
 //! placeholders: `{port:NAME}` (a free loopback port picked for this run, the same number
 //! for every use of NAME), `{dir}` (the run's directory), `{scenario}` (the scenario
-//! file's path), `{{` / `}}` for literal braces.
+//! file's path), `{{` / `}}` for literal braces; with a `[chaos.netns]` topology also
+//! `{ip:HOST}` (a host's address, `{ip:client}` the client's) and `{net:N}` (address `.N` of
+//! the topology's /24, e.g. a virtual IP).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
@@ -26,6 +29,7 @@ use crate::fault::{Direction, FaultAction, NetFault, ProcessFault, ProxyFault, S
 use crate::load::LoadPlan;
 use crate::load::http::HttpRequestSpec;
 use crate::load::tcp::{TcpDriver, TcpExpect};
+use crate::netns::{CLIENT, MAX_HOSTS, NetnsTopology};
 use crate::report::{RestoreRule, Slo};
 
 /// The section a scenario lives in.
@@ -131,6 +135,14 @@ pub struct RawChaos {
     #[serde(default)]
     events: Vec<RawEvents>,
     control: Option<RawControl>,
+    netns: Option<RawNetns>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetns {
+    hosts: Vec<String>,
+    subnet: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +208,7 @@ struct RawProcess {
     ready_timeout: Dur,
     #[serde(default = "d_stop_grace")]
     stop_grace: Dur,
+    host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +221,7 @@ struct RawFaultProxy {
     connect_timeout: Dur,
     #[serde(default = "d_true")]
     mirror_refusal: bool,
+    host: Option<String>,
 }
 
 fn d_true() -> bool {
@@ -265,6 +279,7 @@ struct RawEvents {
     state_field: String,
     #[serde(default = "d_down_states")]
     down_states: Vec<String>,
+    host: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +311,8 @@ pub struct FaultProxySpec {
     /// Refuse connections while the upstream refuses them (see
     /// [`crate::fault::proxy::FaultProxyConfig::mirror_refusal`]).
     pub mirror_refusal: bool,
+    /// Namespace mode: the host it runs on (it listens and connects from there).
+    pub host: Option<String>,
 }
 
 /// A validated, resolved scenario.
@@ -331,6 +348,9 @@ pub struct Scenario {
     pub events: Vec<EventSourceSpec>,
     /// Control API address.
     pub control: Option<SocketAddr>,
+    /// Namespace mode (root): the hosts, each a network namespace; the load runs from the
+    /// client namespace.
+    pub netns: Option<NetnsTopology>,
 }
 
 /// Placeholder values for one run.
@@ -343,6 +363,7 @@ pub struct Vars {
     /// The hastack binary (`command = "hastack"`).
     pub hastack_exe: PathBuf,
     ports: BTreeMap<String, u16>,
+    netns: Option<NetnsTopology>,
 }
 
 impl Vars {
@@ -353,7 +374,27 @@ impl Vars {
             scenario,
             hastack_exe,
             ports: BTreeMap::new(),
+            netns: None,
         }
+    }
+
+    /// Declare the namespace topology (enables `{ip:HOST}` and `{net:N}`).
+    pub fn set_netns(&mut self, topo: NetnsTopology) {
+        self.netns = Some(topo);
+    }
+
+    /// The namespace topology, if declared.
+    pub fn netns(&self) -> Option<&NetnsTopology> {
+        self.netns.as_ref()
+    }
+
+    /// The address of a host of the topology (`{ip:HOST}`).
+    pub fn ip(&self, host: &str) -> Result<std::net::Ipv4Addr, String> {
+        let t = self.netns.as_ref().ok_or_else(|| {
+            format!("{{ip:{host}}} needs a [chaos.netns] topology (namespace mode)")
+        })?;
+        t.ip(host)
+            .ok_or_else(|| format!("{{ip:{host}}}: no host `{host}`; hosts: {}", t.names()))
     }
 
     /// The port picked for `name` (picked now if new): bound on 127.0.0.1:0 and released,
@@ -401,13 +442,27 @@ impl Vars {
                 let name = &tail[1..end];
                 match name.split_once(':') {
                     Some(("port", n)) if !n.is_empty() => out.push_str(&self.port(n)?.to_string()),
+                    Some(("ip", h)) if !h.is_empty() => out.push_str(&self.ip(h)?.to_string()),
+                    Some(("net", n)) => {
+                        let t = self.netns.as_ref().ok_or_else(|| {
+                            format!("{{net:{n}}} needs a [chaos.netns] topology (namespace mode)")
+                        })?;
+                        let last: u8 = n
+                            .parse()
+                            .ok()
+                            .filter(|x| (1..=254).contains(x))
+                            .ok_or_else(|| {
+                                format!("{{net:{n}}}: N is the last octet of an address, 1..=254")
+                            })?;
+                        out.push_str(&t.addr(last).to_string());
+                    }
                     None if name == "dir" => out.push_str(&self.dir.display().to_string()),
                     None if name == "scenario" => {
                         out.push_str(&self.scenario.display().to_string());
                     }
                     _ => {
                         return Err(format!(
-                            "unknown placeholder {{{name}}} in {s:?}; known: {{port:NAME}}, {{dir}}, {{scenario}}"
+                            "unknown placeholder {{{name}}} in {s:?}; known: {{port:NAME}}, {{dir}}, {{scenario}}, {{ip:HOST}}, {{net:N}}"
                         ));
                     }
                 }
@@ -511,9 +566,15 @@ pub fn check(src: &Source) -> Result<(String, Diagnostics), Diagnostics> {
         PathBuf::from("hastack"),
     );
     let (s, w) = load(src, &mut vars, LoadOptions::default())?;
+    let hosts = s.netns.as_ref().map_or(String::new(), |t| {
+        format!(
+            " in network namespaces ({} host(s) + client, root)",
+            t.hosts.len()
+        )
+    });
     Ok((
         format!(
-            "chaos: scenario `{}`: {} process(es), {} fault proxy(ies), {} fault(s) over {}, {} req/s, SLO {}%",
+            "chaos: scenario `{}`{hosts}: {} process(es), {} fault proxy(ies), {} fault(s) over {}, {} req/s, SLO {}%",
             s.name,
             s.processes.len(),
             s.proxies.len(),
@@ -540,6 +601,15 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
         );
     }
     let seed = opts.seed.unwrap_or(raw.seed);
+
+    // Namespace topology first: placeholders such as {ip:lb1} need it.
+    let netns = raw
+        .netns
+        .as_ref()
+        .map(|n| netns_of(cx, &root.key("netns"), n));
+    if let Some(t) = &netns {
+        cx.vars.set_netns(t.clone());
+    }
 
     // Load.
     let lp = root.key("load");
@@ -747,6 +817,7 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
                 Readiness::Started
             }
         };
+        let host = host_of(cx, netns.as_ref(), &pp, p.host.as_deref(), "process", true);
         processes.push(ProcessSpec {
             name: p.name.clone(),
             program,
@@ -755,12 +826,21 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
             ready,
             ready_timeout: p.ready_timeout.0,
             stop_grace: p.stop_grace.0,
+            host,
         });
     }
     let mut proxies = Vec::new();
     for (i, p) in raw.fault_proxy.iter().enumerate() {
         let pp = root.key("fault_proxy").index(i);
         check_name(cx, &mut names, &pp.key("name"), &p.name, "fault proxy");
+        let host = host_of(
+            cx,
+            netns.as_ref(),
+            &pp,
+            p.host.as_deref(),
+            "fault proxy",
+            true,
+        );
         let listen = cx.addr(&pp.key("listen"), &p.listen);
         let upstream = cx.addr(&pp.key("upstream"), &p.upstream);
         if let (Some(listen), Some(upstream)) = (listen, upstream) {
@@ -773,6 +853,7 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
                 upstream,
                 connect_timeout: p.connect_timeout.0,
                 mirror_refusal: p.mirror_refusal,
+                host,
             });
         }
     }
@@ -820,7 +901,7 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
                 ),
             );
         }
-        if let Some(s) = fault_of(cx, &fp, f, &names, &raw.weights) {
+        if let Some(s) = fault_of(cx, &fp, f, &names, netns.as_ref(), &raw.weights) {
             schedule.push(ScheduledFault { at: at.0, ..s });
         }
     }
@@ -853,7 +934,7 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
                     "chance is a relative weight, more than 0",
                 );
             }
-            if let Some(s) = fault_of(cx, &cp, c, &names, &raw.weights) {
+            if let Some(s) = fault_of(cx, &cp, c, &names, netns.as_ref(), &raw.weights) {
                 choices.push((chance, s));
             }
         }
@@ -878,11 +959,20 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
             cx.err(&ep.key("interval"), "interval must be at least 10ms");
         }
         let source = e.source.clone().unwrap_or_else(|| e.kind.clone());
+        let host = host_of(
+            cx,
+            netns.as_ref(),
+            &ep,
+            e.host.as_deref(),
+            "event source",
+            false,
+        );
         match e.kind.as_str() {
             "haproxy" => events.push(EventSourceSpec::Haproxy {
                 source,
                 url,
                 interval: e.interval.0,
+                host,
             }),
             "json" => {
                 let Some(members) = e.members.clone() else {
@@ -900,6 +990,7 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
                     name_field: e.name_field.clone(),
                     state_field: e.state_field.clone(),
                     down_states: e.down_states.clone(),
+                    host,
                 });
             }
             other => cx.err(
@@ -940,7 +1031,109 @@ fn validate(cx: &mut Ctx<'_>, raw: RawChaos, opts: LoadOptions) -> Option<Scenar
         schedule,
         events,
         control,
+        netns,
     })
+}
+
+/// Validate `[chaos.netns]`.
+fn netns_of(cx: &mut Ctx<'_>, path: &KeyPath, n: &RawNetns) -> NetnsTopology {
+    let mut topo = NetnsTopology::default();
+    if let Some(sub) = &n.subnet {
+        match parse_subnet(sub) {
+            Some(s) => topo.subnet = s,
+            None => cx.err(
+                &path.key("subnet"),
+                format!("{sub:?} is not a /24 written as \"a.b.c.0/24\", e.g. \"10.99.0.0/24\""),
+            ),
+        }
+    }
+    if n.hosts.is_empty() || n.hosts.len() > MAX_HOSTS {
+        cx.err(
+            &path.key("hosts"),
+            format!("hosts must name 1 to {MAX_HOSTS} hosts, e.g. [\"lb1\", \"lb2\", \"web1\"]"),
+        );
+    }
+    for (i, h) in n.hosts.iter().enumerate() {
+        let hp = path.key("hosts").index(i);
+        if h.is_empty()
+            || h.len() > 32
+            || !h
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            cx.err(
+                &hp,
+                "a host name is 1 to 32 letters, digits, `-`, `_` or `.`",
+            );
+        }
+        if h == CLIENT {
+            cx.err(
+                &hp,
+                "`client` is the load generator's namespace and always exists; do not list it",
+            );
+        } else if topo.hosts.contains(h) {
+            cx.err(&hp, format!("the host `{h}` is listed twice"));
+        } else {
+            topo.hosts.push(h.clone());
+        }
+    }
+    topo
+}
+
+/// `"a.b.c.0/24"` -> `[a, b, c]`.
+fn parse_subnet(s: &str) -> Option<[u8; 3]> {
+    let (addr, len) = s.split_once('/')?;
+    if len != "24" {
+        return None;
+    }
+    let ip: std::net::Ipv4Addr = addr.parse().ok()?;
+    let [a, b, c, d] = ip.octets();
+    (d == 0).then_some([a, b, c])
+}
+
+/// Validate a `host` key: required (when `required`) with a topology, refused without one.
+fn host_of(
+    cx: &mut Ctx<'_>,
+    netns: Option<&NetnsTopology>,
+    path: &KeyPath,
+    host: Option<&str>,
+    what: &str,
+    required: bool,
+) -> Option<String> {
+    match (netns, host) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            cx.err(
+                &path.key("host"),
+                format!(
+                    "`host` places {} {what} in a network namespace: it needs a [chaos.netns] topology with that host",
+                    if what.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+                ),
+            );
+            None
+        }
+        (Some(t), None) => {
+            if required {
+                cx.err(
+                    path,
+                    format!(
+                        "in a namespace scenario every {what} runs on a host: add `host = \"...\"` (hosts: {})",
+                        t.names()
+                    ),
+                );
+            }
+            None
+        }
+        (Some(t), Some(h)) => {
+            if !t.knows(h) {
+                cx.err(
+                    &path.key("host"),
+                    format!("no host `{h}` in [chaos.netns]; hosts: {}", t.names()),
+                );
+            }
+            Some(h.to_string())
+        }
+    }
 }
 
 fn check_name(
@@ -975,6 +1168,7 @@ fn fault_of(
     path: &KeyPath,
     f: &RawFault,
     names: &BTreeMap<String, &'static str>,
+    netns: Option<&NetnsTopology>,
     weights: &BTreeMap<String, f64>,
 ) -> Option<ScheduledFault> {
     let kind = f.fault.as_str();
@@ -1070,6 +1264,24 @@ fn fault_of(
             })
         }
         "partition" | "link_down" => {
+            let Some(t) = netns else {
+                cx.err(
+                    &path.key("fault"),
+                    format!("fault `{kind}` acts on network namespaces: it needs a [chaos.netns] topology (root only)"),
+                );
+                return None;
+            };
+            if !t.knows(&f.target) {
+                cx.err(
+                    &path.key("target"),
+                    format!(
+                        "fault `{kind}` needs a host as target; `{}` is not one; hosts: {}",
+                        f.target,
+                        t.names()
+                    ),
+                );
+                return None;
+            }
             if kind == "partition" {
                 let Some(peer) = f.peer.clone() else {
                     cx.err(
@@ -1078,6 +1290,20 @@ fn fault_of(
                     );
                     return None;
                 };
+                if !t.knows(&peer) {
+                    cx.err(
+                        &path.key("peer"),
+                        format!("no host `{peer}`; hosts: {}", t.names()),
+                    );
+                    return None;
+                }
+                if peer == f.target {
+                    cx.err(
+                        &path.key("peer"),
+                        "peer must be another host than the target",
+                    );
+                    return None;
+                }
                 FaultAction::Net(NetFault::Partition {
                     from: f.target.clone(),
                     to: peer,
@@ -1148,7 +1374,10 @@ fn fault_of(
         action,
         duration,
         weight,
-        subject: f.subject.clone().unwrap_or_else(|| f.target.clone()),
+        subject: match &f.subject {
+            Some(sub) => cx.expand(&path.key("subject"), sub)?,
+            None => f.target.clone(),
+        },
     })
 }
 
@@ -1338,6 +1567,205 @@ fault = "explode"
         );
         assert!(v.expand("{dir").unwrap_err().contains("unclosed"));
         assert!(v.expand("}").unwrap_err().contains("unmatched"));
+    }
+
+    const NETNS: &str = r#"
+[chaos]
+duration = "10s"
+
+[chaos.netns]
+hosts = ["lb1", "web1", "web2"]
+subnet = "10.98.7.0/24"
+
+[chaos.load]
+targets = ["{net:50}:80"]
+rate = 50
+
+[[chaos.process]]
+name = "app1"
+host = "web1"
+command = "hastack"
+args = ["app", "--listen", "{ip:web1}:9000", "--peer", "{ip:client}"]
+ready = { tcp = "{ip:web1}:9000" }
+
+[[chaos.fault_proxy]]
+name = "link1"
+host = "web1"
+listen = "{ip:web1}:8080"
+upstream = "127.0.0.1:9000"
+
+[[chaos.events]]
+type = "haproxy"
+host = "lb1"
+url = "http://127.0.0.1:9901/stats;csv"
+
+[[chaos.timeline]]
+at = "1s"
+target = "lb1"
+fault = "partition"
+peer = "web1"
+one_way = true
+duration = "2s"
+
+[[chaos.timeline]]
+at = "4s"
+target = "web2"
+fault = "link_down"
+duration = "1s"
+
+[[chaos.timeline]]
+at = "6s"
+target = "client"
+fault = "partition"
+peer = "web2"
+"#;
+
+    #[test]
+    fn a_namespace_scenario_places_everything_on_its_hosts() {
+        let s = parse(NETNS).unwrap();
+        let t = s.netns.clone().unwrap();
+        assert_eq!(t.hosts, vec!["lb1", "web1", "web2"]);
+        assert_eq!(t.subnet, [10, 98, 7]);
+        assert_eq!(s.load.targets[0].to_string(), "10.98.7.50:80");
+        assert_eq!(s.processes[0].host.as_deref(), Some("web1"));
+        assert_eq!(s.processes[0].args[2], "10.98.7.2:9000");
+        assert_eq!(s.processes[0].args[4], "10.98.7.100");
+        assert_eq!(s.proxies[0].host.as_deref(), Some("web1"));
+        assert_eq!(s.proxies[0].listen.to_string(), "10.98.7.2:8080");
+        assert_eq!(s.events[0].host(), Some("lb1"));
+        assert_eq!(
+            s.schedule[0].action,
+            FaultAction::Net(NetFault::Partition {
+                from: "lb1".into(),
+                to: "web1".into(),
+                one_way: true
+            })
+        );
+        assert_eq!(
+            s.schedule[1].action,
+            FaultAction::Net(NetFault::LinkDown {
+                host: "web2".into()
+            })
+        );
+        assert_eq!(
+            s.schedule[2].action,
+            FaultAction::Net(NetFault::Partition {
+                from: "client".into(),
+                to: "web2".into(),
+                one_way: false
+            })
+        );
+        let src = Source::parse("s.toml", NETNS.to_string()).unwrap();
+        let (summary, _) = check(&src).unwrap();
+        assert!(
+            summary.contains("in network namespaces (3 host(s) + client, root)"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn namespace_keys_are_validated_with_their_lines() {
+        let text = r#"
+[chaos]
+duration = "10s"
+
+[chaos.netns]
+hosts = ["lb1", "lb1", "client", "bad name"]
+subnet = "10.1.2.3/16"
+
+[chaos.load]
+targets = ["{ip:nope}:80", "{net:300}:80"]
+rate = 50
+
+[[chaos.process]]
+name = "app1"
+command = "hastack"
+
+[[chaos.process]]
+name = "app2"
+host = "mars"
+command = "hastack"
+
+[[chaos.timeline]]
+at = "1s"
+target = "app1"
+fault = "link_down"
+
+[[chaos.timeline]]
+at = "2s"
+target = "lb1"
+fault = "partition"
+peer = "lb1"
+
+[[chaos.timeline]]
+at = "3s"
+target = "lb1"
+fault = "partition"
+peer = "venus"
+"#;
+        let e = parse(text).unwrap_err();
+        let s = e.to_string();
+        for (want, line) in [
+            ("the host `lb1` is listed twice", 6),
+            ("`client` is the load generator's namespace", 6),
+            ("a host name is 1 to 32 letters", 6),
+            ("is not a /24", 7),
+            ("no host `nope`", 10),
+            ("N is the last octet", 10),
+            ("every process runs on a host", 13),
+            ("no host `mars` in [chaos.netns]", 19),
+            (
+                "fault `link_down` needs a host as target; `app1` is not one",
+                24,
+            ),
+            ("peer must be another host than the target", 31),
+            ("no host `venus`", 37),
+        ] {
+            assert!(
+                s.contains(want) && s.contains(&format!("s.toml:{line}:")),
+                "missing {want:?} at line {line} in:\n{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn namespace_keys_need_a_topology() {
+        let text = r#"
+[chaos]
+duration = "10s"
+
+[chaos.load]
+targets = ["127.0.0.1:80", "{ip:lb1}:80"]
+rate = 50
+
+[[chaos.process]]
+name = "app1"
+host = "web1"
+command = "hastack"
+
+[[chaos.events]]
+type = "haproxy"
+host = "lb1"
+url = "http://127.0.0.1:1/stats;csv"
+
+[[chaos.timeline]]
+at = "1s"
+target = "lb1"
+fault = "partition"
+peer = "lb2"
+"#;
+        let e = parse(text).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("{ip:lb1} needs a [chaos.netns] topology"), "{s}");
+        assert!(
+            s.contains("s.toml:11:1") && s.contains("`host` places a process"),
+            "{s}"
+        );
+        assert!(s.contains("`host` places an event source"), "{s}");
+        assert!(
+            s.contains("s.toml:22:1") && s.contains("fault `partition` acts on network namespaces"),
+            "{s}"
+        );
     }
 
     proptest::proptest! {

@@ -30,6 +30,7 @@ fn spec(name: &str, program: &str, args: &[&str], ready: Readiness) -> ProcessSp
         ready,
         ready_timeout: Duration::from_secs(2),
         stop_grace: Duration::from_millis(500),
+        host: None,
     }
 }
 

@@ -51,3 +51,49 @@ fn classic_and_hastack_scenarios_share_topology_load_and_timeline() {
     };
     assert_eq!(apps(&classic), apps(&hastack));
 }
+
+#[test]
+fn namespace_scenarios_share_topology_load_and_the_demo_timeline() {
+    let classic = load("netns-classic.toml");
+    let hastack = load("netns-hastack.toml");
+    assert_eq!(key(&classic), key(&hastack));
+    assert_eq!(classic.netns, hastack.netns);
+    let t = classic.netns.clone().unwrap();
+    assert_eq!(t.hosts, ["lb1", "lb2", "web1", "web2", "web3"]);
+    assert_eq!(classic.load.targets, hastack.load.targets);
+    assert_eq!(classic.load.targets[0].to_string(), "10.99.0.50:80");
+    assert_eq!(classic.load.rate, hastack.load.rate);
+    assert_eq!(classic.slo, hastack.slo);
+    assert_eq!(classic.proxies, hastack.proxies);
+    let placed = |s: &Scenario| {
+        s.processes
+            .iter()
+            .map(|p| (p.name.clone(), p.host.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(placed(&classic), placed(&hastack));
+    assert_eq!(
+        classic.requires,
+        vec!["haproxy".to_string(), "keepalived".to_string()]
+    );
+    // The same story as `hastack demo --netns --duration 60s`.
+    let mut vars = Vars::new(
+        "/run".into(),
+        "/run/demo".into(),
+        PathBuf::from("/bin/hastack"),
+    );
+    let demo = hastack_chaos::demo::build(
+        &hastack_chaos::demo::VipProxyPair {
+            hastack_exe: "/bin/hastack".into(),
+        },
+        &hastack_chaos::demo::DemoOptions {
+            duration: Duration::from_secs(60),
+            netns: true,
+            ..Default::default()
+        },
+        &mut vars,
+    )
+    .unwrap();
+    assert_eq!(key(&demo), key(&hastack));
+    assert_eq!(demo.netns, hastack.netns);
+}

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hastack_chaos::demo::{DemoOptions, DirectFront, FrontTier, HaproxyFront, HastackProxyPair};
-use hastack_chaos::fault::NoTestbed;
+use hastack_chaos::demo::{
+    DemoOptions, DirectFront, FrontTier, HaproxyFront, HastackProxyPair, VipProxyPair,
+};
 use hastack_chaos::fault::proxy::{FaultProxyConfig, ProxyFault};
 use hastack_chaos::run::{Progress, RunOptions};
 use hastack_chaos::scenario::{self, LoadOptions, Scenario, Vars};
@@ -122,8 +123,9 @@ pub struct DemoArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Run the front tier as a VIP pair in network namespaces (root; needs `hastack vip`
-    /// and the namespace testbed).
+    /// Run in network namespaces (root): the front tier is a VIP pair (two hosts each
+    /// running `hastack proxy` and `hastack vip`), each app server on its own host, the load
+    /// from a client namespace to the virtual IP.
     #[arg(long)]
     netns: bool,
 }
@@ -176,7 +178,6 @@ fn options(dir: PathBuf, progress: bool) -> anyhow::Result<RunOptions> {
     Ok(RunOptions {
         dir,
         hastack_exe: hastack_exe()?,
-        network: Arc::new(NoTestbed),
         progress: progress.then(|| Arc::new(print_progress) as hastack_chaos::run::ProgressFn),
         registry: control::new_registry(),
     })
@@ -402,13 +403,20 @@ async fn program_runs(program: &Path, args: &[&str]) -> bool {
 
 #[allow(clippy::print_stdout, reason = "the scorecard is the command's output")]
 async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    if a.netns {
-        bail!(
-            "--netns needs `hastack vip` and the network-namespace testbed (hastack-testbed), which this build does not include yet; run `hastack demo` without it"
-        );
-    }
     let exe = hastack_exe()?;
+    if a.netns {
+        // Refuse before anything is built or started.
+        hastack_chaos::netns::preflight("demo --netns")?;
+        if !matches!(a.front, Front::Auto | Front::HastackProxy) {
+            bail!(
+                "with --netns the front tier is the hastack VIP pair (hastack proxy + hastack vip on two hosts); the classic stack in namespaces (HAProxy + keepalived) runs as `hastack chaos compare scenarios/netns-classic.toml scenarios/netns-hastack.toml`"
+            );
+        }
+    }
     let front: Box<dyn FrontTier> = match a.front {
+        _ if a.netns => Box::new(VipProxyPair {
+            hastack_exe: exe.clone(),
+        }),
         Front::HastackProxy => Box::new(HastackProxyPair {
             hastack_exe: exe.clone(),
         }),
@@ -442,6 +450,7 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         rate: a.rate,
         apps: 3,
         seed: a.seed,
+        netns: a.netns,
     };
     let s = hastack_chaos::demo::build(front.as_ref(), &opts, &mut vars)?;
     eprintln_str(&format!(

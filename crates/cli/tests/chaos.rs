@@ -255,7 +255,12 @@ fn unavailable_requirements_and_namespace_faults_fail_before_anything_starts() {
     let out = hastack(&["chaos", "run", "netns.toml", "--out", "run"], &dir.0);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("needs the network-namespace testbed"), "{err}");
+    // A namespace fault without a [chaos.netns] topology is a located config error.
+    assert!(
+        err.contains("needs a [chaos.netns] topology") && err.contains("netns.toml:11:"),
+        "{err}"
+    );
+    assert!(!dir.path("run").exists(), "nothing may start");
 
     std::fs::write(
         dir.path("sub.toml"),

@@ -6,8 +6,10 @@
 //!   connections). `tc netem` is not available on these kernels, so this is how latency
 //!   and loss are made.
 //! * [`NetFault`]: namespace-level faults (iptables partitions, link down), applied through
-//!   the [`NetworkFaults`] trait. The implementation will come from `hastack-testbed`;
-//!   until it is plugged in, [`NoTestbed`] refuses every such fault with a clear error.
+//!   the [`NetworkFaults`] trait, implemented by [`crate::netns::Lab`] on top of
+//!   `hastack-testbed` for scenarios with a `[chaos.netns]` topology. A scenario without one
+//!   gets [`NoTestbed`], which refuses every such fault with a clear error (scenario files
+//!   cannot even declare one: validation asks for `[chaos.netns]` first).
 
 pub mod process;
 pub mod proxy;
@@ -105,7 +107,13 @@ pub struct ScheduledFault {
 impl ScheduledFault {
     /// A label such as `kill app1 for 3s`.
     pub fn label(&self) -> String {
-        let mut s = format!("{} {}", self.action.kind(), self.target);
+        let mut s = match &self.action {
+            FaultAction::Net(NetFault::Partition { from, to, one_way }) => format!(
+                "partition {from} {} {to}",
+                if *one_way { "->" } else { "<->" }
+            ),
+            _ => format!("{} {}", self.action.kind(), self.target),
+        };
         if let FaultAction::Proxy(p) = &self.action {
             let d = p.describe();
             if !d.is_empty() {
@@ -119,9 +127,11 @@ impl ScheduledFault {
     }
 }
 
-/// The boundary to namespace-level fault injection. `hastack-testbed` will implement it
-/// (iptables partitions, link down inside its namespaces); the runner calls `inject` at the
-/// fault's time and `heal` after its duration.
+/// The boundary to namespace-level fault injection, implemented by [`crate::netns::Lab`]
+/// (iptables partitions, link down inside its namespaces); the runner calls `check` for
+/// every scheduled fault before starting anything, `inject` at the fault's time and `heal`
+/// after its duration. `heal` undoes exactly its own fault, so overlapping faults heal
+/// independently.
 pub trait NetworkFaults: Send + Sync + std::fmt::Debug {
     /// Whether `fault` can be applied at all (checked for every scheduled fault before a
     /// run starts anything, so a scenario that cannot run fails at once).
@@ -132,7 +142,7 @@ pub trait NetworkFaults: Send + Sync + std::fmt::Debug {
     fn heal<'a>(&'a self, fault: &'a NetFault) -> BoxFuture<'a, Result<(), ChaosError>>;
 }
 
-/// The stand-in used until the testbed exists: refuses every namespace fault.
+/// The stand-in for scenarios without a namespace topology: refuses every namespace fault.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoTestbed;
 

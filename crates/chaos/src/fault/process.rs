@@ -4,6 +4,11 @@
 //! restarts), so a failed run can be explained. Children are killed when their
 //! [`ManagedProcess`] is dropped (`kill_on_drop`), on every exit path of the harness short
 //! of the harness itself being SIGKILLed.
+//!
+//! In namespace mode a process has a [`Placement`]: it is started as `ip netns exec <netns>
+//! <program> ...` (which execs the program after entering the namespace, so the pid the
+//! harness signals is the program's own), and its readiness is checked from inside the same
+//! namespace.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::error::ChaosError;
+use crate::netns::Placement;
 
 /// How to tell that a process is ready to serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,8 @@ pub struct ProcessSpec {
     pub ready_timeout: Duration,
     /// After SIGTERM, how long before SIGKILL (stop and restart).
     pub stop_grace: Duration,
+    /// The namespace host it runs in (namespace mode), `None` = the harness's own.
+    pub host: Option<String>,
 }
 
 impl ProcessSpec {
@@ -69,6 +77,8 @@ pub struct ManagedProcess {
     child: Option<Child>,
     /// Whether it is stopped by SIGSTOP now.
     paused: bool,
+    /// Its namespace, in namespace mode.
+    placement: Option<Placement>,
 }
 
 impl ManagedProcess {
@@ -80,7 +90,15 @@ impl ManagedProcess {
             log,
             child: None,
             paused: false,
+            placement: None,
         }
+    }
+
+    /// Run it inside a namespace (see the module docs).
+    #[must_use]
+    pub fn with_placement(mut self, placement: Option<Placement>) -> Self {
+        self.placement = placement;
+        self
     }
 
     /// Its spec.
@@ -103,7 +121,15 @@ impl ManagedProcess {
         let err = file
             .try_clone()
             .map_err(|e| ChaosError::io("duplicating the log file handle", e))?;
-        let mut cmd = Command::new(&self.spec.program);
+        let mut cmd = match &self.placement {
+            Some(p) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", p.netns.as_str()])
+                    .arg(&self.spec.program);
+                c
+            }
+            None => Command::new(&self.spec.program),
+        };
         cmd.args(&self.spec.args)
             .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -112,7 +138,7 @@ impl ManagedProcess {
             .kill_on_drop(true);
         let child = cmd.spawn().map_err(|source| ChaosError::Spawn {
             name: self.spec.name.clone(),
-            command: self.spec.command_line(),
+            command: self.command_line(),
             source,
         })?;
         debug!(process = %self.spec.name, pid = child.id(), "process started");
@@ -133,19 +159,12 @@ impl ManagedProcess {
                     self.not_ready(format!("it exited with {status} before becoming ready"))
                 );
             }
-            let ready = match &self.spec.ready {
-                Readiness::Started => true,
-                Readiness::Tcp(addr) => {
-                    matches!(
-                        tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
-                            .await,
-                        Ok(Ok(_))
-                    )
-                }
-                Readiness::Http(url) => matches!(
-                    crate::events::http_get(url, Duration::from_millis(500)).await,
-                    Ok((status, _)) if status.is_success()
-                ),
+            let ready = match &self.placement {
+                Some(p) => p
+                    .run(is_ready(self.spec.ready.clone()))
+                    .await
+                    .unwrap_or(false),
+                None => is_ready(self.spec.ready.clone()).await,
             };
             if ready {
                 debug!(process = %self.spec.name, "process ready");
@@ -153,12 +172,24 @@ impl ManagedProcess {
             }
             if Instant::now() >= deadline {
                 return Err(self.not_ready(format!(
-                    "no readiness ({}) within {}",
+                    "no readiness ({}{}) within {}",
                     describe_ready(&self.spec.ready),
+                    self.placement.as_ref().map_or(String::new(), |p| format!(
+                        ", checked from host `{}`",
+                        p.host
+                    )),
                     humantime::format_duration(self.spec.ready_timeout)
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The command line as started (with the `ip netns exec` prefix in namespace mode).
+    pub fn command_line(&self) -> String {
+        match &self.placement {
+            Some(p) => format!("ip netns exec {} {}", p.netns, self.spec.command_line()),
+            None => self.spec.command_line(),
         }
     }
 
@@ -244,6 +275,21 @@ impl ManagedProcess {
             let _ = self.stop().await;
         }
         self.child = None;
+    }
+}
+
+/// One readiness check, from the namespace of the calling thread.
+async fn is_ready(ready: Readiness) -> bool {
+    match ready {
+        Readiness::Started => true,
+        Readiness::Tcp(addr) => matches!(
+            tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        ),
+        Readiness::Http(url) => matches!(
+            crate::events::http_get(&url, Duration::from_millis(500)).await,
+            Ok((status, _)) if status.is_success()
+        ),
     }
 }
 
