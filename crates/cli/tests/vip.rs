@@ -94,6 +94,16 @@ fn status(tb: &Testbed, host: &Host) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad status JSON {e}: {out}"))
 }
 
+/// A `Vm*` line of `/proc/PID/status`, in KiB.
+fn vm_kib(p: &Proc, key: &str) -> u64 {
+    let pid = p.pid().expect("running");
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status:\n{st}"))
+}
+
 fn instance(st: &serde_json::Value) -> &serde_json::Value {
     &st["vip"]["instances"][0]
 }
@@ -114,6 +124,15 @@ fn failover_on_master_death_and_preemption_back() {
             &["curl", "-s", "-m", "2", "http://127.0.0.1:9400/metrics"],
         )
         .unwrap();
+    // Memory locking must not make the daemon resident in full: with MCL_FUTURE alone, every
+    // arena the allocator reserves was populated at mmap time (gigabytes, and a startup stall
+    // of seconds before the first advert).
+    let rss = vm_kib(&a, "VmRSS");
+    assert!(
+        rss < 128 * 1024,
+        "the master daemon is resident with {rss} KiB (VmLck {} KiB)",
+        vm_kib(&a, "VmLck")
+    );
     for want in [
         "hastack_vip_state{instance=\"web\",state=\"master\"} 1",
         "hastack_vip_master{instance=\"web\",address=\"10.99.0.1\"} 1",

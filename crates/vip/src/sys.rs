@@ -108,8 +108,23 @@ pub fn missing_caps() -> Vec<&'static str> {
     out
 }
 
-/// Lock current and future memory so that page faults never delay an advert (best effort).
+/// Lock current and future memory so that a page, once touched, is never swapped out and
+/// cannot delay an advert (best effort).
+///
+/// `MCL_ONFAULT` (Linux 4.4): lock pages as they are first touched instead of populating
+/// every mapping up front. Without it, `MCL_FUTURE` makes each new mapping fully resident
+/// at `mmap` time, and an allocator that reserves large regions (mimalloc's arenas, the
+/// binary's global allocator) stalls the daemon for seconds while gigabytes are faulted in.
+/// A kernel without `MCL_ONFAULT` (EINVAL) gets `MCL_CURRENT` alone.
 pub fn lock_memory() -> io::Result<()> {
+    use nix::errno::Errno;
     use nix::sys::mman::{MlockAllFlags, mlockall};
-    mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE).map_err(io::Error::from)
+    match mlockall(
+        MlockAllFlags::MCL_CURRENT
+            | MlockAllFlags::MCL_FUTURE
+            | MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT),
+    ) {
+        Err(Errno::EINVAL) => mlockall(MlockAllFlags::MCL_CURRENT).map_err(io::Error::from),
+        r => r.map_err(io::Error::from),
+    }
 }
