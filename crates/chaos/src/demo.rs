@@ -348,8 +348,11 @@ pub const VIP_INSTANCE: &str = "web";
 pub const VIP_OCTET: u8 = 50;
 
 /// The `[vip]` config of one host of the demo's VIP pair: VRRPv3 with `advert` adverts, one
-/// address, and a tracker on the local proxy's listener with weight 0 (a dead proxy puts the
-/// instance in fault: it resigns and the peer takes the address within its skew time).
+/// address, and two trackers: the local proxy's listener with weight 0 (a dead proxy puts
+/// the instance in fault: it resigns and the peer takes the address within its skew time),
+/// and the proxy's `GET /ready` on its admin listener with a weight larger than the gap
+/// between the two priorities (a proxy with no usable member, e.g. just after its host
+/// rejoined the network, does not win the VIP over a peer that can serve).
 pub fn vip_config(
     state_dir: &std::path::Path,
     priority: u8,
@@ -357,9 +360,11 @@ pub fn vip_config(
     vip: std::net::Ipv4Addr,
     advert: Duration,
     proxy_port: u16,
+    proxy_admin: SocketAddr,
 ) -> String {
+    let ready_weight = priority.abs_diff(peer_priority).saturating_add(10);
     format!(
-        "[vip]\nadmin = \"127.0.0.1:9400\"\nstate_dir = \"{}\"\n\n[[vip.instance]]\nname = \"{VIP_INSTANCE}\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"{}\"\naddresses = [\"{vip}/24\"]\npeer_priorities = [{peer_priority}]\n\n[[vip.instance.track]]\nname = \"proxy\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{proxy_port}\"\nweight = 0\ninterval = \"100ms\"\nfall = 1\nrise = 2\n",
+        "[vip]\nadmin = \"127.0.0.1:9400\"\nstate_dir = \"{}\"\n\n[[vip.instance]]\nname = \"{VIP_INSTANCE}\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"{}\"\naddresses = [\"{vip}/24\"]\npeer_priorities = [{peer_priority}]\n\n[[vip.instance.track]]\nname = \"proxy\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{proxy_port}\"\nweight = 0\ninterval = \"100ms\"\nfall = 1\nrise = 2\n\n[[vip.instance.track]]\nname = \"proxy-ready\"\nkind = \"http\"\nurl = \"http://{proxy_admin}/ready\"\nweight = {ready_weight}\ninterval = \"100ms\"\nfall = 2\nrise = 2\n",
         state_dir.display(),
         Dur(advert)
     )
@@ -453,6 +458,7 @@ impl FrontTier for VipProxyPair {
                 vip,
                 advert,
                 80,
+                admin,
             );
             plan.processes.push(ProcessSpec {
                 name: format!("vrrp{n}"),

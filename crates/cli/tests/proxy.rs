@@ -261,8 +261,13 @@ async fn sighup_reload_and_invalid_reload_keep_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_members_down_answers_503_with_retry_after() {
+async fn all_members_down_answers_503_with_retry_after_and_is_not_ready() {
     let mut s = setup(2, HEALTH_FAST, "").await;
+    let admin = s.proxy.admin;
+    eventually(Duration::from_secs(5), "ready", || async {
+        (http_get(admin, "/ready").await.ok()? == (200, "ready\n".to_string())).then_some(())
+    })
+    .await;
     for b in &mut s.backends {
         b.proc.kill9();
     }
@@ -282,6 +287,18 @@ async fn all_members_down_answers_503_with_retry_after() {
     assert!(raw.contains("no usable member in pool \"app\""), "{raw}");
     let m = s.proxy.metrics().await;
     assert!(metric(&m, "hastack_proxy_no_member_total{pool=\"app\"}") >= 1.0);
+    let (code, body) = http_get(admin, "/ready").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body, "not ready: pool \"app\" has no usable member\n");
+
+    // One member back (rise 2 probes): ready again.
+    s.backends[1].restart().await;
+    eventually(
+        Duration::from_secs(5),
+        "ready after a member recovered",
+        || async { (http_get(admin, "/ready").await.ok()?.0 == 200).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //!
 //! * `GET /status`: listeners, pools, members with state, weights, in-flight, ejections,
 //!   last probe.
+//! * `GET /ready`: 200 when every listener is bound and every pool has a usable member,
+//!   else 503 with the reasons (for a VIP tracker or an outer load balancer).
 //! * `POST /admin/reload`: re-read the config file and swap it in (422 with every error
 //!   when the new file is invalid; the running config stays).
 //! * `POST /admin/members/{pool}/{member}/{drain|enable|disable}`.
@@ -30,7 +32,7 @@ impl ProxyAdmin {
 
 impl AdminHandler for ProxyAdmin {
     fn describe(&self) -> &'static str {
-        "GET /status, POST /admin/reload, POST /admin/members/{pool}/{member}/{drain|enable|disable}, POST /admin/routes/{route}/{disable|enable}"
+        "GET /status, GET /ready, POST /admin/reload, POST /admin/members/{pool}/{member}/{drain|enable|disable}, POST /admin/routes/{route}/{disable|enable}"
     }
 
     fn handle(&self, req: &AdminRequest) -> Option<HandlerFuture> {
@@ -43,6 +45,15 @@ impl AdminHandler for ProxyAdmin {
                     AdminResponse::json(StatusCode::OK, &view)
                 }))
             }
+            (&Method::GET, ["ready"]) => Some(Box::pin(async move {
+                match proxy.readiness() {
+                    Ok(()) => AdminResponse::text(StatusCode::OK, "ready\n"),
+                    Err(why) => AdminResponse::text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {}\n", why.join("; ")),
+                    ),
+                }
+            })),
             (&Method::POST, ["admin", "reload"]) => Some(Box::pin(async move {
                 match proxy.reload().await {
                     Ok(report) => AdminResponse::json(StatusCode::OK, &report),
@@ -74,13 +85,15 @@ impl AdminHandler for ProxyAdmin {
                     async move { route_command(&proxy, &route, &action) },
                 ))
             }
-            (_, ["status"]) | (_, ["admin", ..]) => {
+            (_, ["status" | "ready"]) | (_, ["admin", ..]) => {
                 let m = req.method.clone();
                 let p = req.path.clone();
                 Some(Box::pin(async move {
                     AdminResponse::error(
                         StatusCode::METHOD_NOT_ALLOWED,
-                        &format!("{m} is not allowed on {p}: use GET /status and POST /admin/..."),
+                        &format!(
+                            "{m} is not allowed on {p}: use GET /status, GET /ready and POST /admin/..."
+                        ),
                     )
                 }))
             }

@@ -555,6 +555,35 @@ impl Proxy {
             .cloned()
     }
 
+    /// Readiness for `GET /ready`: every listener is bound and every pool has a usable
+    /// member (normal or backup mode). Otherwise the reasons, one per listener or pool.
+    /// Meant for whatever decides where traffic goes, such as a `hastack vip` tracker: a
+    /// proxy that would answer 503 (or send to members it believes dead, in panic mode)
+    /// should not win the VIP over a peer that can serve.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let rt = self.inner.shared.runtime.load_full();
+        let mut why = Vec::new();
+        {
+            let bound = self.inner.bound.lock();
+            for l in &rt.spec.listeners {
+                if !bound.contains_key(&l.name) {
+                    why.push(format!("listener {:?} ({}) is not bound", l.name, l.addr));
+                }
+            }
+        }
+        for p in rt.pools.values() {
+            match p.picks().mode {
+                pool::Mode::Normal | pool::Mode::Backup => {}
+                pool::Mode::Panic => why.push(format!(
+                    "pool {:?} is in panic mode (too few usable members)",
+                    p.name()
+                )),
+                pool::Mode::Empty => why.push(format!("pool {:?} has no usable member", p.name())),
+            }
+        }
+        if why.is_empty() { Ok(()) } else { Err(why) }
+    }
+
     /// Stop accepting, let in-flight requests finish for up to `drain`, then stop probers,
     /// the ticker and the admin listener.
     pub async fn shutdown(self, drain: Duration) {
