@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: client-observed outage of `hastack vip` vs keepalived (hard failure and graceful
 # stop, adverts 1 s / 100 ms / 20 ms / 10 ms) and spurious transitions under CPU stress.
-# Root only (network namespaces). Writes the `## vip` section of docs/benchmarks.md.
+# Root only (network namespaces). Writes the vip section of docs/benchmarks.md (between its
+# `<!-- bench:vip:begin/end -->` markers).
 #
 #   bench/vip.sh [--repeats N] [--stress-secs S] [--intervals 1000,100,20,10]
 #
@@ -39,26 +40,13 @@ echo "==> running (takes several minutes)"
 target/release/examples/vip_bench --hastack target/release/hastack "$@" > "$out"
 cat "$out"
 
-# Replace (or append) the `## vip` section of docs/benchmarks.md.
+# Replace (or append) the vip section of docs/benchmarks.md.
 doc=docs/benchmarks.md
-mkdir -p docs
-[ -f "$doc" ] || printf '# Benchmarks\n\nFigures measured with the scripts in `bench/`; each section says how.\n' > "$doc"
-section=$(mktemp)
 {
   echo "## vip"
   echo
   echo "Command: \`$CMD\` (as root; $(date -u +%Y-%m-%d), $(uname -r), keepalived $(keepalived --version 2>&1 | head -1 | awk '{print $2}'))."
   echo
   cat "$out"
-  echo
-} > "$section"
-awk -v sec="$section" '
-  BEGIN { while ((getline l < sec) > 0) body = body l "\n"; skipping = 0; done = 0 }
-  /^## vip[[:space:]]*$/ { printf "%s", body; skipping = 1; done = 1; next }
-  /^## / && skipping { skipping = 0 }
-  !skipping { print }
-  END { if (!done) printf "\n%s", body }
-' "$doc" > "$doc.new"
-mv "$doc.new" "$doc"
-rm -f "$section"
+} | python3 bench/lib/mdsection.py "$doc" vip
 echo "==> wrote the ## vip section of $doc"
