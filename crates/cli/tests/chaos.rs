@@ -2,38 +2,14 @@
 //! proxies, real HAProxy (Debian package, installed by scripts/test.sh), real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::Scratch;
+
 const HASTACK: &str = env!("CARGO_BIN_EXE_hastack");
-
-/// A scratch directory removed on every exit path.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "hastack-chaos-test-{}-{name}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn hastack(args: &[&str], cwd: &Path) -> Output {
     Command::new(HASTACK)
@@ -121,7 +97,7 @@ duration = "500ms"
     std::fs::write(dir.path("s.toml"), scenario).unwrap();
     let out = hastack(
         &["chaos", "run", "s.toml", "--out", "run", "--json", "r.json"],
-        &dir.0,
+        dir.root(),
     );
     let stdout = ok(&out);
     assert!(stdout.contains("availability"), "{stdout}");
@@ -215,7 +191,7 @@ duration = "2s"
 "#
     );
     std::fs::write(dir.path("s.toml"), scenario).unwrap();
-    let out = hastack(&["chaos", "run", "s.toml", "--out", "run"], &dir.0);
+    let out = hastack(&["chaos", "run", "s.toml", "--out", "run"], dir.root());
     ok(&out);
     let r = read_json(&dir.path("run/report.json"));
     assert_eq!(r["requests"]["total"], 500);
@@ -252,7 +228,7 @@ fn unavailable_requirements_and_namespace_faults_fail_before_anything_starts() {
         ),
     )
     .unwrap();
-    let out = hastack(&["chaos", "run", "netns.toml", "--out", "run"], &dir.0);
+    let out = hastack(&["chaos", "run", "netns.toml", "--out", "run"], dir.root());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     // A namespace fault without a [chaos.netns] topology is a located config error.
@@ -267,14 +243,14 @@ fn unavailable_requirements_and_namespace_faults_fail_before_anything_starts() {
         minimal("requires = [\"hastack no-such-subcommand\"]"),
     )
     .unwrap();
-    let out = hastack(&["chaos", "run", "sub.toml", "--out", "run"], &dir.0);
+    let out = hastack(&["chaos", "run", "sub.toml", "--out", "run"], dir.root());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs `hastack no-such-subcommand`"), "{err}");
 
     // A bad scenario: every error located.
     std::fs::write(dir.path("bad.toml"), minimal("seed = \"x\"")).unwrap();
-    let out = hastack(&["chaos", "run", "bad.toml"], &dir.0);
+    let out = hastack(&["chaos", "run", "bad.toml"], dir.root());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:3:"), "{err}");
@@ -308,7 +284,7 @@ fn demo_runs_and_says_what_front_tier_it_ran() {
             "--json",
             "d.json",
         ],
-        &dir.0,
+        dir.root(),
     );
     let stdout = ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -337,7 +313,7 @@ fn fault_proxy_command_rejects_a_bad_fault() {
             "--fault",
             r#"{"kind":"latency"}"#,
         ],
-        &dir.0,
+        dir.root(),
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -388,7 +364,7 @@ duration = "1s"
             "chaos", "compare", "a.toml", "b.toml", "--seed", "9", "--out", "cmp", "--json",
             "c.json",
         ],
-        &dir.0,
+        dir.root(),
     );
     let stdout = ok(&out);
     assert!(stdout.contains("timelines identical: yes"), "{stdout}");

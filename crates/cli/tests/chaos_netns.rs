@@ -5,38 +5,14 @@
 //! anything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::Scratch;
+
 const HASTACK: &str = env!("CARGO_BIN_EXE_hastack");
-
-/// A scratch directory removed on every exit path.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let p = std::env::temp_dir().join(format!(
-            "hastack-chaos-netns-{}-{name}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn require_root() {
     assert!(
@@ -191,7 +167,7 @@ fn a_namespace_scenario_partitions_an_app_host_and_reports_it() {
     std::fs::write(dir.path("s.toml"), PARTITION).unwrap();
     let (out, pid) = hastack(
         &["chaos", "run", "s.toml", "--out", "run", "--json", "r.json"],
-        &dir.0,
+        dir.root(),
     );
     let stdout = ok(&out);
     assert!(stdout.contains("availability"), "{stdout}");
@@ -250,7 +226,7 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
             "--json",
             "r.json",
         ],
-        &dir.0,
+        dir.root(),
     );
     let stdout = ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -330,7 +306,7 @@ fn namespace_mode_refuses_without_root_before_starting_anything() {
     let exe = dir.path("hastack");
     std::fs::copy(HASTACK, &exe).unwrap();
     std::fs::write(dir.path("s.toml"), PARTITION).unwrap();
-    for p in [&dir.0, &exe, &dir.path("s.toml")] {
+    for p in [dir.root(), &exe, &dir.path("s.toml")] {
         use std::os::unix::fs::PermissionsExt;
         let mode = if p.is_dir() { 0o777 } else { 0o755 };
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -340,7 +316,7 @@ fn namespace_mode_refuses_without_root_before_starting_anything() {
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&exe)
             .args(args)
-            .current_dir(&dir.0)
+            .current_dir(dir.root())
             .env("HASTACK_LOG", "off")
             .output()
             .expect("setpriv (util-linux)")

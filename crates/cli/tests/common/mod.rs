@@ -15,6 +15,41 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+/// A scratch directory removed on every exit path.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh directory under the system's temp dir, named after the test.
+    pub fn new(name: &str) -> Scratch {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let p = std::env::temp_dir().join(format!(
+            "hastack-test-{}-{name}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &PathBuf {
+        &self.0
+    }
+
+    /// `rel` inside the directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 pub fn hastack() -> &'static str {
     env!("CARGO_BIN_EXE_hastack")
 }
