@@ -263,6 +263,10 @@ fn main() -> std::io::Result<()> {
             ("2x, fixed limit = 2 x workers (hand-tuned)", None),
             ("2x, adaptive on (gradient2, defaults)", Some(AdaptivePolicy::default().algorithm)),
             (
+                "2x, adaptive on (gradient2, tolerance 1.3)",
+                Some(Algorithm::Gradient2 { tolerance: 1.3, long_window: 600 }),
+            ),
+            (
                 "2x, adaptive on (gradient2, tolerance 1.2)",
                 Some(Algorithm::Gradient2 { tolerance: 1.2, long_window: 600 }),
             ),

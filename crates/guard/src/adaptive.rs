@@ -14,11 +14,15 @@
 //! gradient = clamp(tolerance x long / rtt, 0.5, 1.0)     # 0.5 when dropped
 //! target   = limit x gradient + sqrt(limit)   if gradient = 1 (rtt within tolerance)
 //!          = limit x gradient                 otherwise
-//! limit    = clamp((1 - smoothing) x limit + smoothing x target, min_limit, max_limit)
+//! w        = smoothing if target >= limit, else max(smoothing, 0.5)
+//! limit    = clamp((1 - w) x limit + w x target, min_limit, max_limit)
 //! ```
 //! While latency stays within `tolerance` (1.5) of the long-term RTT the limit grows by
 //! about `smoothing x sqrt(limit)` per window; beyond it, the limit shrinks in proportion
-//! to the excess. So under sustained overload the mean RTT settles near
+//! to the excess, at least half-way per window (shrink fast, grow slowly: the decrease
+//! target `limit x tolerance x long / rtt` is, on a saturated upstream where RTT grows with
+//! concurrency, the concurrency that gives the tolerated latency at the current
+//! throughput). So under sustained overload the mean RTT settles near
 //! `tolerance x long`, which is what `tolerance` promises.
 //!
 //! The change from Netflix's Gradient2: there the `sqrt(limit)` queue allowance is added in
@@ -44,6 +48,9 @@
 //! prefer Gradient2.
 
 use std::time::Duration;
+
+/// Weight of a Gradient2 decrease (at least): see [`AdaptiveMachine::on_window`].
+const FAST_DECREASE: f64 = 0.5;
 
 /// Which algorithm and its knobs.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -205,7 +212,14 @@ impl AdaptiveMachine {
                 }
             }
         };
-        let s = self.policy.smoothing.clamp(0.0, 1.0);
+        let mut s = self.policy.smoothing.clamp(0.0, 1.0);
+        if target < limit && matches!(self.policy.algorithm, Algorithm::Gradient2 { .. }) {
+            // Shrink fast, grow slowly. Gradient2's decrease aims at the concurrency that
+            // gives the tolerated latency at the current throughput (limit x tolerated RTT
+            // / RTT), so moving half-way there at once is safe, and it shortens the burst of
+            // queued requests at the onset of an overload.
+            s = s.max(FAST_DECREASE);
+        }
         let next = (1.0 - s) * limit + s * target;
         self.limit = next.clamp(
             self.policy.min_limit.max(1) as f64,
@@ -270,6 +284,10 @@ mod tests {
                 dropped: false,
             });
             assert!(limit >= 8, "window {w}: limit {limit} starves the workers");
+            if w == 0 {
+                // Onset: RTT 25 ms at limit 20, target 20 x 15 / 25 = 12, half-way at once.
+                assert_eq!(limit, 16, "the first overloaded window");
+            }
             if w >= 150 {
                 tail.push(rtt_at(limit));
             }
@@ -303,8 +321,8 @@ mod tests {
             dropped: true,
             ..sample(10, 100)
         });
-        // 0.8 x 100 + 0.2 x 50 = 90
-        assert_eq!(l, 90);
+        // A decrease moves at least half-way: 0.5 x 100 + 0.5 x 50 = 75
+        assert_eq!(l, 75);
     }
 
     #[test]
