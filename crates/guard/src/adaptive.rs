@@ -6,7 +6,7 @@
 //! flight seen in the window, `dropped` = whether any request was dropped (timed out,
 //! refused by the upstream for overload).
 //!
-//! # Gradient2 (default; after Netflix concurrency-limits `Gradient2Limit`, with one change)
+//! # Gradient2 (default; after Netflix concurrency-limits `Gradient2Limit`, with two changes)
 //! ```text
 //! long   = EWMA of rtt over `long_window` windows (plain mean for the first 10)
 //! if long / rtt > 2:  long = 0.95 x long          # recover quickly after an overload ends
@@ -25,11 +25,14 @@
 //! throughput). So under sustained overload the mean RTT settles near
 //! `tolerance x long`, which is what `tolerance` promises.
 //!
-//! The change from Netflix's Gradient2: there the `sqrt(limit)` queue allowance is added in
+//! The changes from Netflix's Gradient2. First, there the `sqrt(limit)` queue allowance is added in
 //! every window, so the equilibrium sits where `gradient = 1 - 1/sqrt(limit)`, i.e. at a
 //! mean RTT of `tolerance / (1 - 1/sqrt(limit))` x long, about 2-2.2x long at the defaults
 //! for limits of 10-20, above what the tolerance says (`bench/overload.sh` measured a p99
-//! of 2.4x the unloaded p99 that way, against 1.8x for a hand-tuned bulkhead).
+//! of 2.4x the unloaded p99 that way, against 1.8x for a hand-tuned bulkhead). Second, there
+//! a decrease is smoothed like an increase, so at the onset of an overload the limit comes
+//! down by only `smoothing` of the way per window while requests queue (the same benchmark:
+//! 2.0-2.1x with the first change alone, 1.85x with both).
 //!
 //! # Vegas (after TCP Vegas / Netflix `VegasLimit`)
 //! ```text
