@@ -38,7 +38,7 @@ use crate::fault::{FaultAction, ProcessFault, ProxyFault, ScheduledFault};
 use crate::load::LoadPlan;
 use crate::load::http::HttpRequestSpec;
 use crate::netns::NetnsTopology;
-use crate::report::{RestoreRule, Slo};
+use crate::report::{DEFAULT_SETTLE, RestoreRule, Slo};
 use crate::scenario::{FaultProxySpec, Protocol, Scenario, Vars};
 
 /// What a front tier gets to build itself.
@@ -720,9 +720,9 @@ pub fn build(
         slo: Slo {
             availability: 0.999,
             latency: Duration::from_millis(250),
-            incidents_per_year: 12.0,
         },
         restore: RestoreRule::default(),
+        settle: DEFAULT_SETTLE,
         processes,
         proxies,
         files: plan.files,
@@ -807,7 +807,7 @@ mod tests {
         let plan: Vec<(u64, &str, &str)> = s
             .schedule
             .iter()
-            .map(|f| (f.at.as_secs(), f.target.as_str(), f.action.kind()))
+            .map(|f| (f.at.as_secs(), f.target.as_str(), f.action.kind().name()))
             .collect();
         assert_eq!(
             plan,

@@ -197,7 +197,7 @@ fn a_namespace_scenario_partitions_an_app_host_and_reports_it() {
         "lb1's proxy never marked web1 down: {}",
         faults[0]
     );
-    assert!(faults[0]["restored"].as_bool().unwrap(), "{}", faults[0]);
+    assert!(faults[0]["recovered"].as_bool().unwrap(), "{}", faults[0]);
     // The one-way cut between the client and web2 does not touch client -> lb1 -> web2.
     assert!(faults[1]["fault"]["error"].is_null(), "{}", faults[1]);
     assert!(
@@ -231,7 +231,7 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
     let stdout = ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains("availability") && stdout.contains("failover"),
+        stdout.contains("availability") && stdout.contains("lost request-seconds"),
         "{stdout}"
     );
     assert!(stdout.contains("network namespaces"), "{stdout}");
@@ -266,16 +266,20 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
             "not healed: {f}"
         );
     }
-    // kill -9 of the master's proxy: lb2 took the VIP (detected through its /status) and
-    // clients were served again within a second.
+    // kill -9 of the master's proxy: lb2 took the VIP (detected through its /status),
+    // clients were served again within a second and lost less than a second of requests.
     let proxy_kill = &faults[3];
     assert!(
         proxy_kill["detection_s"].as_f64().is_some_and(|d| d < 1.0),
         "lb2 never became master after the proxy kill: {proxy_kill}"
     );
-    assert!(proxy_kill["restored"].as_bool().unwrap(), "{proxy_kill}");
+    assert!(proxy_kill["recovered"].as_bool().unwrap(), "{proxy_kill}");
     assert!(
-        proxy_kill["downtime_s"].as_f64().unwrap() < 1.0,
+        proxy_kill["recovery_s"].as_f64().unwrap() < 1.0,
+        "{proxy_kill}"
+    );
+    assert!(
+        proxy_kill["lost_request_s"].as_f64().unwrap() < 1.0,
         "{proxy_kill}"
     );
     // kill -9 of the master's VRRP daemon: its guard withdrew the address and lb2 took it.
@@ -288,6 +292,16 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
     // client's keep-alive connections).
     let a = r["availability"].as_f64().unwrap();
     assert!(a > 0.8, "availability {a}: {}", r["requests"]);
+    // Every failed request is counted once: in a fault's window or unattributed.
+    let attributed: u64 = faults
+        .iter()
+        .map(|f| f["failed_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        attributed + r["unattributed"]["failed_requests"].as_u64().unwrap(),
+        r["requests"]["failed"].as_u64().unwrap(),
+        "{r}"
+    );
     let events = r["events"].as_array().unwrap();
     assert!(
         events
