@@ -65,13 +65,23 @@ fn namespace_scenarios_share_topology_load_and_the_demo_timeline() {
     assert_eq!(classic.load.rate, hastack.load.rate);
     assert_eq!(classic.slo, hastack.slo);
     assert_eq!(classic.proxies, hastack.proxies);
+    // The same processes on the same hosts, except the classic side's 100 ms watchers that
+    // feed keepalived's track files (one per balancer host; see equivalence.rs).
     let placed = |s: &Scenario| {
         s.processes
             .iter()
+            .filter(|p| !p.name.starts_with("track"))
             .map(|p| (p.name.clone(), p.host.clone()))
             .collect::<Vec<_>>()
     };
     assert_eq!(placed(&classic), placed(&hastack));
+    let watchers: Vec<Option<&str>> = classic
+        .processes
+        .iter()
+        .filter(|p| p.name.starts_with("track"))
+        .map(|p| p.host.as_deref())
+        .collect();
+    assert_eq!(watchers, [Some("lb1"), Some("lb2")]);
     assert_eq!(
         classic.requires,
         vec!["haproxy".to_string(), "keepalived".to_string()]

@@ -417,6 +417,7 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         apps: 3,
         seed: a.seed,
         netns: a.netns,
+        ..DemoOptions::default()
     };
     let s = hastack_chaos::demo::build(front.as_ref(), &opts, &mut vars)?;
     eprintln_str(&format!(
