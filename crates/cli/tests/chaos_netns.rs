@@ -231,7 +231,7 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
     let stdout = ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains("availability") && stdout.contains("lost request-seconds"),
+        stdout.contains("availability") && stdout.contains("request-seconds"),
         "{stdout}"
     );
     assert!(stdout.contains("network namespaces"), "{stdout}");
