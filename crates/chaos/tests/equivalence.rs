@@ -147,20 +147,31 @@ fn hastack_proxy(text: &str) -> Result<Balancer, String> {
         .ok_or("no [proxy] section")?;
     let pool = &proxy["pools"]["app"];
     let at = |path: &str| {
-        pool.pointer(path)
-            .ok_or_else(|| format!("hastack proxy: `pools.app{}` is not set", path.replace('/', ".")))
+        pool.pointer(path).ok_or_else(|| {
+            format!(
+                "hastack proxy: `pools.app{}` is not set",
+                path.replace('/', ".")
+            )
+        })
     };
     let time = |path: &str| -> Result<Duration, String> {
-        let v = at(path)?.as_str().ok_or(format!("{path} is not a duration"))?;
+        let v = at(path)?
+            .as_str()
+            .ok_or(format!("{path} is not a duration"))?;
         v.parse::<Dur>().map(|d| d.0)
     };
     let num = |path: &str| -> Result<u64, String> {
         at(path)?.as_u64().ok_or(format!("{path} is not a number"))
     };
     if pool.get("strategy").is_some_and(|s| s != "p2c_ewma") {
-        return Err(format!("hastack proxy: strategy {}, the comparison runs p2c_ewma", pool["strategy"]));
+        return Err(format!(
+            "hastack proxy: strategy {}, the comparison runs p2c_ewma",
+            pool["strategy"]
+        ));
     }
-    let jitter = at("/health/jitter")?.as_f64().ok_or("jitter is not a number")?;
+    let jitter = at("/health/jitter")?
+        .as_f64()
+        .ok_or("jitter is not a number")?;
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let jitter_pct = (jitter * 100.0).round() as u64;
     Ok(Balancer {
@@ -183,7 +194,9 @@ fn hastack_proxy(text: &str) -> Result<Balancer, String> {
 /// the SLO latency (so the retried answer can still count as good) and the client deadline.
 fn same_balancers(classic: &Balancer, hastack: &Balancer, s: &Scenario) -> Result<(), String> {
     if classic != hastack {
-        return Err(format!("the two sides differ:\nclassic {classic:#?}\nhastack {hastack:#?}"));
+        return Err(format!(
+            "the two sides differ:\nclassic {classic:#?}\nhastack {hastack:#?}"
+        ));
     }
     if classic.try_timeout >= s.slo.latency || classic.try_timeout >= s.load.timeout {
         return Err(format!(
@@ -230,16 +243,28 @@ fn keepalived(conf: &str, watcher: &str, dir: &str) -> Result<Vip, String> {
         if w.first() == Some(&"{") {
             continue; // the instance's list of track files
         }
-        let file = w.iter().position(|x| *x == "file").and_then(|i| w.get(i + 1));
-        let weight = w.iter().position(|x| *x == "weight").and_then(|i| w.get(i + 1));
+        let file = w
+            .iter()
+            .position(|x| *x == "file")
+            .and_then(|i| w.get(i + 1));
+        let weight = w
+            .iter()
+            .position(|x| *x == "weight")
+            .and_then(|i| w.get(i + 1));
         let (Some(file), Some(weight)) = (file, weight) else {
-            return Err(format!("keepalived: track_file {} needs file and weight", w[0]));
+            return Err(format!(
+                "keepalived: track_file {} needs file and weight",
+                w[0]
+            ));
         };
         let file = file.trim_matches('"');
         let name = file
             .strip_prefix(&format!("{dir}/"))
             .ok_or_else(|| format!("keepalived: track file {file} is not in {dir}"))?;
-        weights.insert(name.to_string(), weight.parse::<i64>().map_err(|_| "weight")?);
+        weights.insert(
+            name.to_string(),
+            weight.parse::<i64>().map_err(|_| "weight")?,
+        );
     }
     let var = |k: &str| -> Result<&str, String> {
         watcher
@@ -251,7 +276,8 @@ fn keepalived(conf: &str, watcher: &str, dir: &str) -> Result<Vip, String> {
         Duration::try_from_secs_f64(var(k)?.parse().map_err(|_| format!("watcher: {k}"))?)
             .map_err(|e| e.to_string())
     };
-    let int = |k: &str| -> Result<u64, String> { var(k)?.parse().map_err(|_| format!("watcher: {k}")) };
+    let int =
+        |k: &str| -> Result<u64, String> { var(k)?.parse().map_err(|_| format!("watcher: {k}")) };
     let mut trackers = Vec::new();
     for (file, prefix) in [("proxy", "PROXY"), ("ready", "READY")] {
         let w = *weights
@@ -281,7 +307,10 @@ fn hastack_vip(text: &str) -> Result<Vip, String> {
         .ok_or("no [vip] section")?;
     let inst = &vip["instance"][0];
     let dur = |v: &serde_json::Value| -> Result<Duration, String> {
-        v.as_str().ok_or("not a duration")?.parse::<Dur>().map(|d| d.0)
+        v.as_str()
+            .ok_or("not a duration")?
+            .parse::<Dur>()
+            .map(|d| d.0)
     };
     let mut trackers = Vec::new();
     for t in inst["track"].as_array().ok_or("no trackers")? {
@@ -361,7 +390,9 @@ fn namespaces(
         )?;
         let h = hastack_vip(file(hastack, &format!("vip-{host}.toml")))?;
         if k != h {
-            return Err(format!("{host}: the VRRP sides differ:\nkeepalived {k:#?}\nhastack vip {h:#?}"));
+            return Err(format!(
+                "{host}: the VRRP sides differ:\nkeepalived {k:#?}\nhastack vip {h:#?}"
+            ));
         }
         // The watcher runs on the host, on that host's track files.
         let runs = classic.processes.iter().any(|p| {
@@ -379,7 +410,11 @@ fn namespaces(
 #[test]
 fn the_loopback_comparison_gives_both_sides_the_same_settings() {
     let classic = load("classic-haproxy.toml");
-    loopback(file(&classic, "haproxy.cfg"), &scenario_text("hastack-proxy.toml")).unwrap();
+    loopback(
+        file(&classic, "haproxy.cfg"),
+        &scenario_text("hastack-proxy.toml"),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -435,11 +470,17 @@ fn weakening_either_side_is_caught() {
         ("fastinter 125ms", "fastinter 500ms"),
         ("fall 2", "fall 3"),
         ("spread-checks 10", "spread-checks 0"),
-        ("server app2 127.0.0.1:9002 check", "server app2 127.0.0.1:9002 check inter 2s"),
+        (
+            "server app2 127.0.0.1:9002 check",
+            "server app2 127.0.0.1:9002 check inter 2s",
+        ),
     ] {
         assert!(cfg.contains(from), "{from}");
         let weak = cfg.replacen(from, to, 1);
-        assert!(loopback(&weak, &hastack).is_err(), "HAProxy {from:?} -> {to:?} not caught");
+        assert!(
+            loopback(&weak, &hastack).is_err(),
+            "HAProxy {from:?} -> {to:?} not caught"
+        );
     }
     for (from, to) in [
         ("try_timeout = \"200ms\"", "try_timeout = \"30s\""),
@@ -448,11 +489,17 @@ fn weakening_either_side_is_caught() {
         ("attempts = 3", "attempts = 1"),
         ("consecutive_errors = 5", "consecutive_errors = 0"),
         ("jitter = 0.1", "jitter = 0.3"),
-        ("[proxy.pools.app]\n", "[proxy.pools.app]\nstrategy = \"round_robin\"\n"),
+        (
+            "[proxy.pools.app]\n",
+            "[proxy.pools.app]\nstrategy = \"round_robin\"\n",
+        ),
     ] {
         assert!(hastack.contains(from), "{from}");
         let weak = hastack.replacen(from, to, 1);
-        assert!(loopback(&cfg, &weak).is_err(), "hastack {from:?} -> {to:?} not caught");
+        assert!(
+            loopback(&cfg, &weak).is_err(),
+            "hastack {from:?} -> {to:?} not caught"
+        );
     }
     // Equal but too slow for the SLO on both sides is caught too.
     let slow_cfg = cfg.replacen("timeout server 200ms", "timeout server 2s", 1);
