@@ -24,26 +24,27 @@ fn availability(r: &Report) -> String {
     }
 }
 
-/// The nines line: the point estimate, and what the sample supports.
+/// The nines line: what the sample supports first (the figure to quote), then the point
+/// estimate, which can exceed what any run of this size could show.
 fn nines_line(r: &Report) -> String {
     let Some(c) = r.confidence else {
         return "n/a (no request)".to_string();
     };
-    let measured = r.nines.map_or_else(
+    let point = r.nines.map_or_else(
         || "no failure measured".to_string(),
-        |n| format!("{n:.2} measured"),
+        |n| format!("point estimate {n:.2}"),
     );
     format!(
-        "{measured}; at least {:.2} with 95% confidence ({} requests support at most {:.2})",
+        ">= {:.2} with 95% confidence ({point}; {} requests support at most {:.2})",
         c.nines_supported, r.requests.total, c.nines_max
     )
 }
 
-/// `3.30 (>= 3.02)` for the comparison table.
+/// `>= 3.02 (point 3.30)` for the comparison table.
 fn nines_short(r: &Report) -> String {
     match (r.nines, r.confidence) {
-        (Some(n), Some(c)) => format!("{n:.2} (>= {:.2})", c.nines_supported),
-        (None, Some(c)) => format!("no failure (>= {:.2})", c.nines_supported),
+        (Some(n), Some(c)) => format!(">= {:.2} (point {n:.2})", c.nines_supported),
+        (None, Some(c)) => format!(">= {:.2} (no failure)", c.nines_supported),
         _ => "n/a".to_string(),
     }
 }
@@ -137,7 +138,11 @@ pub fn text(r: &Report) -> String {
     );
     let _ = writeln!(o, "availability  {}", availability(r));
     let _ = writeln!(o, "nines         {}", nines_line(r));
-    let attributed: f64 = r.faults.iter().map(|i| i.lost_request_s).sum();
+    let attributed = r
+        .faults
+        .iter()
+        .map(|i| i.lost_request_s)
+        .fold(0.0, |a, b| a + b);
     let _ = writeln!(
         o,
         "lost          {:.3} request-seconds (failed requests / {} req/s): {attributed:.3} in {} incident(s), {:.3} unattributed",
@@ -286,7 +291,7 @@ pub fn compare(a: &Report, b: &Report, same_timeline: bool) -> String {
     );
     row(
         &mut o,
-        "nines (95% lower bound)",
+        "nines (95% confidence)",
         nines_short(a),
         nines_short(b),
     );
@@ -385,4 +390,71 @@ pub fn write_json(r: &Report, path: &Path) -> Result<(), ChaosError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::{BUCKET, Bucket, History, Outcome};
+    use crate::report::{ReportInput, RestoreRule, Slo, compute};
+
+    /// 12 000 requests (60 s at 200 req/s), `bad` of them failed at 1 s.
+    fn report(bad: u32) -> Report {
+        let buckets = (0..6000)
+            .map(|i| {
+                let mut b = Bucket::default();
+                let failed = if i == 100 { bad } else { 0 };
+                b.counts[Outcome::Ok.index()] = 2 - failed.min(2);
+                b.counts[Outcome::Timeout.index()] = failed;
+                b
+            })
+            .collect();
+        let h = History::from_buckets(BUCKET, buckets);
+        compute(&ReportInput {
+            name: "t",
+            description: "",
+            seed: 1,
+            rate: 200.0,
+            history: &h,
+            faults: &[],
+            events: &[],
+            slo: Slo {
+                availability: 0.999,
+                latency: Duration::from_millis(250),
+            },
+            restore: RestoreRule::default(),
+            settle: Duration::from_secs(2),
+        })
+    }
+
+    #[test]
+    fn the_nines_line_leads_with_what_the_sample_supports() {
+        let t = text(&report(0));
+        assert!(
+            t.contains("nines         >= 3.65 with 95% confidence (no failure measured; 12000 requests support at most 3.65)"),
+            "{t}"
+        );
+        // One failure: the point estimate (4.08) is above what the run supports.
+        let t = text(&report(1));
+        assert!(
+            t.contains(">= 3.43 with 95% confidence (point estimate 4.08; 12000 requests support at most 3.65)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lost          0.005 request-seconds (failed requests / 200 req/s): 0.000 in 0 incident(s), 0.005 unattributed"),
+            "{t}"
+        );
+        assert!(
+            t.contains("unattributed  1 failed, 0.005 request-s (timeout 1); at 1.00-1.01s: 1"),
+            "{t}"
+        );
+        assert!(!t.contains("-0.0"), "an empty sum printed as -0: {t}");
+        let c = compare(&report(0), &report(1), true);
+        assert!(
+            c.contains(">= 3.65 (no failure)") && c.contains(">= 3.43 (point 4.08)"),
+            "{c}"
+        );
+    }
 }

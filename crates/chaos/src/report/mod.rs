@@ -316,7 +316,8 @@ pub fn compute(input: &ReportInput<'_>) -> Report {
     let (faults, unattributed) = incidents::incidents(input, &mut notes);
     let measured: Vec<&Incident> = faults.iter().filter(|i| i.fault.error.is_none()).collect();
     let recoveries: Vec<f64> = measured.iter().map(|i| i.recovery_s).collect();
-    let fault_score = measured.iter().map(|i| i.score).sum();
+    // A fold from +0.0: `sum` of no f64 is -0.0, printed "-0.0000".
+    let fault_score = measured.iter().map(|i| i.score).fold(0.0, |a, b| a + b);
     #[allow(clippy::cast_precision_loss, reason = "request counts far below 2^52")]
     let lost_request_s = if input.rate > 0.0 {
         failed as f64 / input.rate
