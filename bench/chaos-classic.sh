@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/common.sh
+source bench/lib/chaos_compare.sh
 command -v haproxy >/dev/null || { echo "needs HAProxy: apt-get install -y haproxy" >&2; exit 1; }
 
 PROFILE=release
@@ -27,13 +28,7 @@ B=scenarios/hastack-proxy.toml
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 steal0=$(steal_snapshot)
-for i in $(seq 1 "$REPEATS"); do
-  if [ $((i % 2)) = 1 ]; then first=$A second=$B; else first=$B second=$A; fi
-  echo "==> run $i/$REPEATS: $first then $second (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-  "$BIN" --log warn chaos compare "$first" "$second" \
-    --out "$OUT/run-$i" --json "$OUT/run-$i/compare.json" >"$OUT/run-$i.txt" 2>"$OUT/run-$i.err"
-  tail -n 22 "$OUT/run-$i.txt" >&2
-done
+compare_runs "$BIN" "$A" "$B" "$OUT" "$REPEATS"
 steal=$(steal_percent "$steal0" "$(steal_snapshot)")
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 haproxy_v=$(haproxy -v 2>/dev/null | awk 'NR==1{print $3}')
@@ -60,10 +55,4 @@ haproxy_v=$(haproxy -v 2>/dev/null | awk 'NR==1{print $3}')
   echo
   python3 bench/lib/chaos_runs.py "$OUT" "$REPEATS" classic-haproxy "$load_before"
 } | tee "$OUT/section.md" >/dev/null
-if [ "$REPEATS" -ge 3 ]; then
-  python3 bench/lib/mdsection.py docs/benchmarks.md chaos <"$OUT/section.md"
-  echo "wrote the chaos section of docs/benchmarks.md (also $OUT/section.md)" >&2
-else
-  echo "fewer than 3 runs: $OUT/section.md only, docs/benchmarks.md untouched" >&2
-fi
-cat "$OUT/section.md"
+publish "$OUT" "$REPEATS" chaos

@@ -15,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/common.sh
+source bench/lib/chaos_compare.sh
 need_root
 apt_need haproxy keepalived curl iproute2 iptables
 
@@ -31,13 +32,7 @@ B=scenarios/netns-hastack.toml
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 steal0=$(steal_snapshot)
-for i in $(seq 1 "$REPEATS"); do
-  if [ $((i % 2)) = 1 ]; then first=$A second=$B; else first=$B second=$A; fi
-  echo "==> run $i/$REPEATS: $first then $second (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-  "$BIN" --log warn chaos compare "$first" "$second" \
-    --out "$OUT/run-$i" --json "$OUT/run-$i/compare.json" >"$OUT/run-$i.txt" 2>"$OUT/run-$i.err"
-  tail -n 22 "$OUT/run-$i.txt" >&2
-done
+compare_runs "$BIN" "$A" "$B" "$OUT" "$REPEATS"
 steal=$(steal_percent "$steal0" "$(steal_snapshot)")
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 # awk reads to the end: `head` would SIGPIPE the writer and trip pipefail.
@@ -77,10 +72,4 @@ keepalived_v=$(keepalived -v 2>&1 | awk 'NR==1{print $2}')
   echo "or frozen VRRP child keeps the VIP; docs/vip.md). A moving VIP resets the client's keep-alive"
   echo "connections to the old holder (\`reset\`/\`closed\` failures), in both stacks."
 } | tee "$OUT/section.md" >/dev/null
-if [ "$REPEATS" -ge 3 ]; then
-  python3 bench/lib/mdsection.py docs/benchmarks.md chaos-netns <"$OUT/section.md"
-  echo "wrote the chaos-netns section of docs/benchmarks.md (also $OUT/section.md)" >&2
-else
-  echo "fewer than 3 runs: $OUT/section.md only, docs/benchmarks.md untouched" >&2
-fi
-cat "$OUT/section.md"
+publish "$OUT" "$REPEATS" chaos-netns

@@ -5,12 +5,13 @@
 //! must be equal. The last tests weaken one side at a time and check that this test notices.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hastack_chaos::demo::{self, DemoOptions, HaproxyFront, HastackProxyPair};
-use hastack_chaos::scenario::{self, LoadOptions, Scenario, Vars};
+use hastack_chaos::scenario::{Scenario, Vars};
 use hastack_config::{Dur, Source};
 
 /// What a balancer comparison depends on.
@@ -335,17 +336,6 @@ fn hastack_vip(text: &str) -> Result<Vip, String> {
     })
 }
 
-fn load(name: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scenarios")
-        .join(name);
-    let src = Source::load(&path).unwrap();
-    let mut vars = Vars::new("/run".into(), path.clone(), PathBuf::from("/bin/hastack"));
-    scenario::load(&src, &mut vars, LoadOptions::default())
-        .unwrap_or_else(|d| panic!("{d}"))
-        .0
-}
-
 fn file<'a>(s: &'a Scenario, name: &str) -> &'a str {
     &s.files
         .iter()
@@ -354,19 +344,10 @@ fn file<'a>(s: &'a Scenario, name: &str) -> &'a str {
         .1
 }
 
-fn scenario_text(name: &str) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../scenarios")
-            .join(name),
-    )
-    .unwrap()
-}
-
 /// The loopback pair: HAProxy's config is a file of the classic scenario, hastack proxy's
 /// is the `[proxy]` section of its scenario file.
 fn loopback(haproxy_cfg: &str, hastack_toml: &str) -> Result<(), String> {
-    let s = load("classic-haproxy.toml");
+    let s = common::load("classic-haproxy.toml");
     same_balancers(&haproxy(haproxy_cfg)?, &hastack_proxy(hastack_toml)?, &s)
 }
 
@@ -409,18 +390,18 @@ fn namespaces(
 
 #[test]
 fn the_loopback_comparison_gives_both_sides_the_same_settings() {
-    let classic = load("classic-haproxy.toml");
+    let classic = common::load("classic-haproxy.toml");
     loopback(
         file(&classic, "haproxy.cfg"),
-        &scenario_text("hastack-proxy.toml"),
+        &common::text("hastack-proxy.toml"),
     )
     .unwrap();
 }
 
 #[test]
 fn the_namespace_comparison_gives_both_sides_the_same_settings() {
-    let classic = load("netns-classic.toml");
-    let hastack = load("netns-hastack.toml");
+    let classic = common::load("netns-classic.toml");
+    let hastack = common::load("netns-hastack.toml");
     namespaces(
         &classic,
         &hastack,
@@ -451,9 +432,9 @@ fn the_demo_gives_haproxy_and_hastack_proxy_the_same_settings() {
 /// fail, and names what differs.
 #[test]
 fn weakening_either_side_is_caught() {
-    let classic = load("classic-haproxy.toml");
+    let classic = common::load("classic-haproxy.toml");
     let cfg = uncommented(file(&classic, "haproxy.cfg"));
-    let hastack = scenario_text("hastack-proxy.toml");
+    let hastack = common::text("hastack-proxy.toml");
     loopback(&cfg, &hastack).unwrap();
     for (from, to) in [
         ("timeout server 200ms", "timeout server 2s"),
@@ -510,8 +491,8 @@ fn weakening_either_side_is_caught() {
 
 #[test]
 fn weakening_a_vrrp_side_is_caught() {
-    let classic = load("netns-classic.toml");
-    let hastack = load("netns-hastack.toml");
+    let classic = common::load("netns-classic.toml");
+    let hastack = common::load("netns-hastack.toml");
     let cfg = file(&classic, "haproxy.cfg").to_string();
     let watcher = file(&classic, "track.sh").to_string();
     namespaces(&classic, &hastack, &cfg, &watcher).unwrap();
@@ -556,7 +537,7 @@ fn weakening_a_vrrp_side_is_caught() {
 /// `hastack demo --netns` runs what netns-hastack.toml describes.
 #[test]
 fn the_namespace_demo_runs_the_hastack_side_of_the_comparison() {
-    let hastack = load("netns-hastack.toml");
+    let hastack = common::load("netns-hastack.toml");
     let mut vars = Vars::new("/run".into(), "/run/demo".into(), "/bin/hastack".into());
     let demo = demo::build(
         &demo::VipProxyPair {
