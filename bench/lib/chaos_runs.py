@@ -25,13 +25,15 @@ for i in range(1, n + 1):
 med = statistics.median
 
 
-def spread(xs, f):
+def spread(xs, f, unit=""):
+    """`median unit (min-max)`, just `value unit` when every run agrees, `-` without values."""
     xs = [x for x in xs if x is not None]
     if not xs:
         return "-"
-    if len(xs) == 1:
-        return f(xs[0])
-    return f"{f(med(xs))} ({f(min(xs))}-{f(max(xs))})"
+    lo, mid, hi = f(min(xs)), f(med(xs)), f(max(xs))
+    if lo == hi:
+        return f"{mid}{unit}"
+    return f"{mid}{unit} ({lo}-{hi})"
 
 
 def col(side, get):
@@ -44,24 +46,25 @@ def col(side, get):
     return vals
 
 
-sec = lambda x: f"{x:.3f} s"
+sec = lambda x: f"{x:.3f}"
 num = lambda x: f"{x:g}"
-pct = lambda x: f"{100 * x:.3f}%"
-ms = lambda x: f"{x:.1f} ms"
+pct = lambda x: f"{100 * x:.3f}"
+ms = lambda x: f"{x:.1f}"
 nines = lambda x: f"{x:.2f}"
+score = lambda x: f"{x:.4f}"
 
 rows = [
-    ("failed requests", lambda r: r["requests"]["failed"], num),
-    ("lost request-seconds (failed / rate)", lambda r: r["lost_request_s"], sec),
-    ("... of which unattributed", lambda r: r["unattributed"]["lost_request_s"], sec),
-    ("availability", lambda r: r["availability"], pct),
-    ("nines, 95% lower bound", lambda r: r["confidence"]["nines_supported"], nines),
-    ("recovery p50", lambda r: r["recovery"]["p50"], sec),
-    ("recovery max", lambda r: r["recovery"]["max"], sec),
-    ("latency p50", lambda r: r["latency"]["p50_ms"], ms),
-    ("latency p99", lambda r: r["latency"]["p99_ms"], ms),
-    ("latency max", lambda r: r["latency"]["max_ms"], ms),
-    ("fault score (lost request-min x weight)", lambda r: r["fault_score"], lambda x: f"{x:.4f}"),
+    ("failed requests", lambda r: r["requests"]["failed"], num, ""),
+    ("lost request-seconds (failed / rate)", lambda r: r["lost_request_s"], sec, " s"),
+    ("... of which unattributed", lambda r: r["unattributed"]["lost_request_s"], sec, " s"),
+    ("availability", lambda r: r["availability"], pct, "%"),
+    ("nines, 95% lower bound", lambda r: r["confidence"]["nines_supported"], nines, ""),
+    ("recovery p50", lambda r: r["recovery"]["p50"], sec, " s"),
+    ("recovery max", lambda r: r["recovery"]["max"], sec, " s"),
+    ("latency p50", lambda r: r["latency"]["p50_ms"], ms, " ms"),
+    ("latency p99", lambda r: r["latency"]["p99_ms"], ms, " ms"),
+    ("latency max", lambda r: r["latency"]["max_ms"], ms, " ms"),
+    ("fault score (lost request-min x weight)", lambda r: r["fault_score"], score, ""),
 ]
 total = runs[0]["classic"]["requests"]["total"]
 print(f"Medians (min-max) over {n} runs of {total} requests each; timelines identical in every run: "
@@ -70,8 +73,8 @@ print(f"supports at 95% confidence (Wilson; at most {runs[0]['classic']['confide
       "with no failure at all).\n")
 print("| | classic | hastack |")
 print("|---|---:|---:|")
-for name, get, f in rows:
-    print(f"| {name} | {spread(col('classic', get), f)} | {spread(col('hastack', get), f)} |")
+for name, get, f, unit in rows:
+    print(f"| {name} | {spread(col('classic', get), f, unit)} | {spread(col('hastack', get), f, unit)} |")
 print()
 print("Every run (failed requests / lost request-seconds / latency p99):\n")
 print("| run | classic | hastack |")
@@ -81,7 +84,7 @@ for i, r in enumerate(runs, 1):
         return f"{x['requests']['failed']} / {x['lost_request_s']:.3f} s / {x['latency']['p99_ms']:.1f} ms"
     print(f"| {i} | {cell(r['classic'])} | {cell(r['hastack'])} |")
 print()
-print("Per fault: lost request-seconds (failed requests), and detection (the component's own")
+print("Per fault: lost request-seconds / failed requests, and detection (the component's own")
 print("report that it noticed), medians over the runs:\n")
 print("| fault | classic lost | hastack lost | classic detection | hastack detection |")
 print("|---|---:|---:|---:|---:|")
@@ -91,11 +94,11 @@ for k, f in enumerate(runs[0]["hastack"]["faults"]):
     def lost(side):
         xs = col(side, lambda r: r["faults"][k]["lost_request_s"])
         fs = col(side, lambda r: r["faults"][k]["failed_requests"])
-        return f"{spread(xs, sec)} ({spread(fs, num)})"
+        return f"{spread(xs, sec, ' s')} / {spread(fs, num)}"
 
     def det(side):
         xs = col(side, lambda r: r["faults"][k]["detection_s"])
         seen = sum(x is not None for x in xs)
-        return spread(xs, sec) + ("" if seen in (0, n) else f" ({seen} of {n} runs)")
+        return spread(xs, sec, " s") + ("" if seen in (0, n) else f", in {seen} of {n} runs")
 
     print(f"| {label} | {lost('classic')} | {lost('hastack')} | {det('classic')} | {det('hastack')} |")

@@ -216,6 +216,8 @@ fn same_balancers(classic: &Balancer, hastack: &Balancer, s: &Scenario) -> Resul
 /// (0 = the instance goes to fault).
 #[derive(Debug, Clone, PartialEq)]
 struct Vip {
+    /// The VRRP protocol runs at SCHED_RR priority 50 with locked memory.
+    realtime: bool,
     advert: Duration,
     priority: u64,
     trackers: Vec<(Duration, Duration, u64, u64, i64)>,
@@ -292,7 +294,10 @@ fn keepalived(conf: &str, watcher: &str, dir: &str) -> Result<Vip, String> {
             -w,
         ));
     }
+    let realtime = words.windows(2).any(|w| w == ["vrrp_rt_priority", "50"])
+        && words.contains(&"vrrp_no_swap");
     Ok(Vip {
+        realtime,
         advert: Duration::try_from_secs_f64(advert).map_err(|e| e.to_string())?,
         priority,
         trackers,
@@ -330,6 +335,9 @@ fn hastack_vip(text: &str) -> Result<Vip, String> {
         ));
     }
     Ok(Vip {
+        realtime: vip["realtime"]
+            .as_bool()
+            .ok_or("hastack vip: `realtime` is not set")?,
         advert: dur(&inst["advert_interval"])?,
         priority: inst["priority"].as_u64().ok_or("priority")?,
         trackers,
@@ -510,6 +518,8 @@ fn weakening_a_vrrp_side_is_caught() {
     }
     for (from, to) in [
         ("advert_int 0.02", "advert_int 1"),
+        ("vrrp_rt_priority 50", "vrrp_rt_priority 1"),
+        ("    vrrp_no_swap\n", ""),
         ("weight 0\n", "weight -10\n"),
         ("weight -60", "weight -20"),
     ] {

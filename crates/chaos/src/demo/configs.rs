@@ -233,6 +233,7 @@ pub fn vip_config(
         "[vip]
 admin = \"127.0.0.1:9400\"
 state_dir = \"{state}\"
+realtime = true
 
 [[vip.instance]]
 name = \"{VIP_INSTANCE}\"
