@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use hastack_config::KeyPath;
 
+use super::ctx::Ctx;
 use super::schema::RawFault;
-use super::validate::Ctx;
 use crate::fault::kind::{DurationRule, Param, TargetKind};
 use crate::fault::{FaultAction, FaultKind, NetFault, ProcessFault, ProxyFault, ScheduledFault};
 use crate::netns::NetnsTopology;

@@ -6,12 +6,14 @@
 //! `docs/chaos.md`. [`load`] turns the file into a runtime [`Scenario`], collecting every
 //! error with its file:line:column. The jobs, one module each:
 //!
-//! * [`schema`]: the serde types, key by key, with their defaults;
-//! * [`vars`]: placeholders (`{port:NAME}`, `{dir}`, `{scenario}`, `{ip:HOST}`, `{net:N}`);
-//! * [`validate`]: every section into runtime values, with located errors;
-//! * [`faults`]: one fault entry into a [`ScheduledFault`] (driven by the one list of kinds,
+//! * `schema`: the serde types, key by key, with their defaults;
+//! * `vars`: placeholders (`{port:NAME}`, `{dir}`, `{scenario}`, `{ip:HOST}`, `{net:N}`);
+//! * `validate`: every section into runtime values, with located errors (carrying a
+//!   `ctx::Ctx`: the source, the diagnostics, the placeholders);
+//! * `faults`: one fault entry into a [`ScheduledFault`] (driven by the one list of kinds,
 //!   [`crate::fault::FaultKind`]) and the seeded random schedule.
 
+mod ctx;
 mod faults;
 mod schema;
 mod validate;
@@ -130,7 +132,7 @@ pub fn load(
             return Err(d);
         }
     };
-    let mut cx = validate::Ctx {
+    let mut cx = ctx::Ctx {
         src,
         diags: Diagnostics::new(),
         vars,

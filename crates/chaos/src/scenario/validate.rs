@@ -2,16 +2,16 @@
 //! a time, collecting every error with its file:line:column.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hastack_config::{Diagnostics, KeyPath, Source};
+use hastack_config::KeyPath;
 
+use super::ctx::Ctx;
 use super::faults::{fault_of, random_schedule};
 use super::schema::*;
-use super::{FaultProxySpec, LoadOptions, Protocol, SECTION, Scenario, Vars};
+use super::{FaultProxySpec, LoadOptions, Protocol, SECTION, Scenario};
 use crate::events::EventSourceSpec;
 use crate::fault::process::{ProcessSpec, Readiness};
 use crate::fault::{FaultKind, ScheduledFault, TargetKind};
@@ -20,48 +20,6 @@ use crate::load::http::HttpRequestSpec;
 use crate::load::tcp::{TcpDriver, TcpExpect};
 use crate::netns::{CLIENT, MAX_HOSTS, NetnsTopology};
 use crate::report::{RestoreRule, Slo};
-
-/// What validation carries along: the source (for locations), the diagnostics so far, the
-/// placeholder values.
-pub(super) struct Ctx<'a> {
-    pub(super) src: &'a Source,
-    pub(super) diags: Diagnostics,
-    pub(super) vars: &'a mut Vars,
-}
-
-impl Ctx<'_> {
-    pub(super) fn err(&mut self, path: &KeyPath, msg: impl Into<String>) {
-        self.diags.error(self.src, path, msg);
-    }
-
-    pub(super) fn warn(&mut self, path: &KeyPath, msg: impl Into<String>) {
-        self.diags.warning(self.src, path, msg);
-    }
-
-    pub(super) fn expand(&mut self, path: &KeyPath, s: &str) -> Option<String> {
-        match self.vars.expand(s) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.err(path, e);
-                None
-            }
-        }
-    }
-
-    pub(super) fn addr(&mut self, path: &KeyPath, s: &str) -> Option<SocketAddr> {
-        let v = self.expand(path, s)?;
-        match v.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.err(
-                    path,
-                    format!("{v:?} is not an IP:port address, e.g. \"127.0.0.1:8080\""),
-                );
-                None
-            }
-        }
-    }
-}
 
 /// Validate every section of `[chaos]` into a [`Scenario`] (`None` when a part that others
 /// depend on is unusable; the errors are in `cx`).
