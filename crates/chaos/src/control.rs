@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::events::EventSink;
 use crate::fault::proxy::{FaultProxyHandle, ProxyFault};
+use crate::fault::{FaultKind, TargetKind};
 use crate::report::EventKind;
 
 /// The control API's handler.
@@ -131,7 +132,7 @@ impl Control {
                     StatusCode::BAD_REQUEST,
                     &format!(
                         "bad fault: {e}; expected e.g. {{\"kind\":\"latency\",\"delay\":\"200ms\",\"jitter\":\"20ms\",\"direction\":\"both\",\"duration\":\"5s\"}}; kinds: {}",
-                        ProxyFault::KINDS.join(", ")
+                        ProxyFault::kinds()
                     ),
                 );
             }
@@ -159,18 +160,22 @@ impl Control {
             return AdminResponse::json(StatusCode::OK, &p.status());
         }
         match serde_json::from_slice::<ClearRequest>(body) {
-            Ok(c) if ProxyFault::KINDS.contains(&c.kind.as_str()) => {
-                p.clear(&c.kind);
-                AdminResponse::json(StatusCode::OK, &p.status())
-            }
-            Ok(c) => AdminResponse::error(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "unknown fault kind `{}`; kinds: {}",
-                    c.kind,
-                    ProxyFault::KINDS.join(", ")
+            Ok(c) => match FaultKind::from_name(&c.kind)
+                .filter(|k| k.target() == TargetKind::FaultProxy)
+            {
+                Some(kind) => {
+                    p.clear(kind);
+                    AdminResponse::json(StatusCode::OK, &p.status())
+                }
+                None => AdminResponse::error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "unknown fault kind `{}`; kinds: {}",
+                        c.kind,
+                        ProxyFault::kinds()
+                    ),
                 ),
-            ),
+            },
             Err(e) => AdminResponse::error(
                 StatusCode::BAD_REQUEST,
                 &format!(

@@ -1,5 +1,5 @@
 //! The event feed: how components tell the harness what they noticed, so that each fault's
-//! downtime can be split into **detection** (fault -> a component reports the member
+//! recovery can be split into **detection** (fault -> a component reports the member
 //! down) and **repair** (detection -> clients served again).
 //!
 //! Three ways in, all ending in one [`EventSink`] stamped with the harness's clock:

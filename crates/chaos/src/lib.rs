@@ -4,26 +4,31 @@
 //! built in code like [`demo::build`]), starts its topology (processes with readiness
 //! checks, userspace [`fault::proxy::FaultProxy`]s), drives an open-loop load
 //! ([`load`]), injects the fault schedule, and turns what the clients saw into a
-//! [`report::Report`]: request-based availability and nines, per-fault downtime split
-//! into detection and repair (from the [`events`] feed), failover percentiles, error
-//! budget, fault score, a yearly projection, latency over time; rendered as text
-//! ([`render`]), JSON and an SVG chart ([`chart`]).
+//! [`report::Report`]: request-based availability with its confidence interval and the
+//! nines the sample supports, the request-seconds each fault cost (every failed request
+//! attributed to a fault or listed as unattributed), recovery, detection and repair times
+//! (from the [`events`] feed), error budget, fault score, latency over time; rendered as
+//! text ([`render`]), JSON and an SVG chart ([`chart`]).
 //!
 //! Module map:
 //!
 //! * [`record`]: bounded-memory recording of every request (10 ms buckets + latency
 //!   histograms), keyed by intended send time.
-//! * [`report`]: pure report math; every formula is documented there and in `docs/chaos.md`.
+//! * [`report`]: pure report math (attribution and per-fault costs in `report::incidents`,
+//!   the statistics in `report::stats`); every formula is documented there and in
+//!   `docs/chaos.md`.
 //! * [`load`]: the open-loop generator and its [`load::Driver`] trait (HTTP, TCP; Redis/SQL
 //!   plug in later).
-//! * [`fault`]: process faults, the fault proxy, and the [`fault::NetworkFaults`] boundary
-//!   to namespace faults.
+//! * [`fault`]: the one list of fault kinds ([`fault::FaultKind`]), process faults, the
+//!   fault proxy, and the [`fault::NetworkFaults`] boundary to namespace faults.
 //! * [`netns`]: namespace mode (root): a scenario's hosts as network namespaces of a
 //!   `hastack-testbed`, the load generator inside the client namespace, partitions and
 //!   link-down through the testbed ([`netns::Lab`]).
-//! * [`scenario`]: the `[chaos]` schema and its validation with located errors.
+//! * [`scenario`]: the `[chaos]` schema, placeholders, validation with located errors, and
+//!   fault entries, one module each.
 //! * [`control`]: the run-time control API (fault proxies, pushed events).
-//! * [`demo`]: `hastack demo`, parameterised by a [`demo::FrontTier`].
+//! * [`demo`]: `hastack demo`, parameterised by a [`demo::FrontTier`]; every front tier is
+//!   configured from one [`demo::FrontTuning`], so comparisons are like for like.
 //!
 //! **Architecture invariant**: this crate depends on `hastack-config`, `hastack-admin` and
 //! the namespace lab `hastack-testbed` only, never on the components it measures (proxy,

@@ -12,7 +12,7 @@
 //!   `host`; readiness checks run in the process's own namespace.
 //!
 //! How code runs "inside" a namespace: each namespace gets one dedicated OS thread that
-//! `setns(2)`s into it and then drives a current-thread tokio runtime ([`NsRuntime`]). A
+//! `setns(2)`s into it and then drives a current-thread tokio runtime (`NsRuntime`). A
 //! socket belongs to the namespace of the thread that creates it, and every task spawned on
 //! that runtime runs on that thread, so the load generator, the fault proxies and the pollers
 //! are simply spawned onto the right runtime's handle; their results (the recorder, event

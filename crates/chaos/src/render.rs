@@ -4,17 +4,48 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::error::ChaosError;
-use crate::report::{FaultReport, Report};
+use crate::report::{Incident, Report, Unattributed};
 
 fn pct(a: Option<f64>) -> String {
     a.map_or("n/a".to_string(), |a| format!("{:.3}%", a * 100.0))
 }
 
-fn nines(n: Option<f64>, a: Option<f64>) -> String {
-    match (n, a) {
-        (Some(n), _) => format!("{n:.2} nines"),
-        (None, Some(_)) => "no failure".to_string(),
-        (None, None) => "n/a".to_string(),
+/// `99.950% (90% interval 99.905-99.974%)`.
+fn availability(r: &Report) -> String {
+    match (r.availability, r.confidence) {
+        (Some(a), Some(c)) => format!(
+            "{:.3}%  ({:.0}% interval {:.3}-{:.3}%)",
+            a * 100.0,
+            c.level * 100.0,
+            c.availability_low * 100.0,
+            c.availability_high * 100.0
+        ),
+        (a, _) => pct(a),
+    }
+}
+
+/// The nines line: what the sample supports first (the figure to quote), then the point
+/// estimate, which can exceed what any run of this size could show.
+fn nines_line(r: &Report) -> String {
+    let Some(c) = r.confidence else {
+        return "n/a (no request)".to_string();
+    };
+    let point = r.nines.map_or_else(
+        || "no failure measured".to_string(),
+        |n| format!("point estimate {n:.2}"),
+    );
+    format!(
+        ">= {:.2} with 95% confidence ({point}; {} requests support at most {:.2})",
+        c.nines_supported, r.requests.total, c.nines_max
+    )
+}
+
+/// `>= 3.02 (point 3.30)` for the comparison table.
+fn nines_short(r: &Report) -> String {
+    match (r.nines, r.confidence) {
+        (Some(n), Some(c)) => format!(">= {:.2} (point {n:.2})", c.nines_supported),
+        (None, Some(c)) => format!(">= {:.2} (no failure)", c.nines_supported),
+        _ => "n/a".to_string(),
     }
 }
 
@@ -22,13 +53,22 @@ fn secs(s: Option<f64>) -> String {
     s.map_or("-".to_string(), |s| format!("{s:.3}s"))
 }
 
-fn downtime(f: &FaultReport) -> String {
-    if f.fault.error.is_some() {
+fn recovery(i: &Incident) -> String {
+    if i.fault.error.is_some() {
         "not injected".to_string()
-    } else if f.restored {
-        format!("{:.3}s", f.downtime_s)
+    } else if i.recovered {
+        format!("{:.3}s", i.recovery_s)
     } else {
-        format!(">={:.3}s", f.downtime_s)
+        format!(">={:.3}s", i.recovery_s)
+    }
+}
+
+/// `0.025 s (5)`: lost request-seconds and failed requests of one incident.
+fn cost(i: &Incident) -> String {
+    if i.fault.error.is_some() {
+        "not injected".to_string()
+    } else {
+        format!("{:.3} s ({})", i.lost_request_s, i.failed_requests)
     }
 }
 
@@ -37,6 +77,43 @@ fn budget(r: &Report) -> String {
         Some(c) => format!("{:.1}% of the error budget consumed", c * 100.0),
         None => "no error budget (no request)".to_string(),
     }
+}
+
+fn outcomes(by: &std::collections::BTreeMap<String, u64>) -> String {
+    let v: Vec<String> = by
+        .iter()
+        .filter(|(k, _)| k.as_str() != "ok")
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", v.join(", "))
+    }
+}
+
+/// The unattributed failures in one line.
+fn unattributed(u: &Unattributed) -> String {
+    if u.failed_requests == 0 {
+        return "none".to_string();
+    }
+    let mut spans: Vec<String> = u
+        .spans
+        .iter()
+        .take(8)
+        .map(|s| format!("{:.2}-{:.2}s: {}", s.from_s, s.to_s, s.failed))
+        .collect();
+    let more = u.spans.len().saturating_sub(8) + u.spans_not_listed;
+    if more > 0 {
+        spans.push(format!("{more} more span(s)"));
+    }
+    format!(
+        "{} failed, {:.3} request-s{}; at {}",
+        u.failed_requests,
+        u.lost_request_s,
+        outcomes(&u.by_outcome),
+        spans.join("; ")
+    )
 }
 
 /// The terminal report.
@@ -51,30 +128,28 @@ pub fn text(r: &Report) -> String {
         let _ = writeln!(o, "  {}", r.description);
     }
     let _ = writeln!(o);
-    let outcomes: Vec<String> = r
-        .requests
-        .by_outcome
-        .iter()
-        .filter(|(k, _)| k.as_str() != "ok")
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
     let _ = writeln!(
         o,
         "requests      {} scheduled, {} good, {} failed{}",
         r.requests.total,
         r.requests.good,
         r.requests.failed,
-        if outcomes.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", outcomes.join(", "))
-        }
+        outcomes(&r.requests.by_outcome)
     );
+    let _ = writeln!(o, "availability  {}", availability(r));
+    let _ = writeln!(o, "nines         {}", nines_line(r));
+    let attributed = r
+        .faults
+        .iter()
+        .map(|i| i.lost_request_s)
+        .fold(0.0, |a, b| a + b);
     let _ = writeln!(
         o,
-        "availability  {}  ({})",
-        pct(r.availability),
-        nines(r.nines, r.availability)
+        "lost          {:.3} request-seconds (failed requests / {} req/s): {attributed:.3} in {} incident(s), {:.3} unattributed",
+        r.lost_request_s,
+        r.rate,
+        r.faults.len(),
+        r.unattributed.lost_request_s
     );
     let _ = writeln!(
         o,
@@ -91,52 +166,55 @@ pub fn text(r: &Report) -> String {
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
         );
     }
-    if let Some(p) = &r.failover {
+    if let Some(p) = &r.recovery {
         let _ = writeln!(
             o,
-            "failover      p50 {:.3}s  p99 {:.3}s  max {:.3}s  (client-observed downtime over {} fault(s))",
-            p.p50, p.p99, p.max, p.count
+            "recovery      p50 {:.3}s  p99 {:.3}s  max {:.3}s  (fault -> {:.0}% of requests good for {}, over {} fault(s))",
+            p.p50,
+            p.p99,
+            p.max,
+            r.restore.ratio * 100.0,
+            humantime::format_duration(r.restore.window),
+            p.count
         );
     }
     let _ = writeln!(
         o,
-        "fault score   {:.4}  (sum of downtime minutes x weight)",
+        "fault score   {:.4}  (sum of lost request-minutes x weight)",
         r.fault_score
     );
-    if let Some(p) = &r.projection {
-        let _ = writeln!(
-            o,
-            "projection    {} incidents/year x {:.3} s = {:.2} min/year -> {:.5}% ({})",
-            p.incidents_per_year,
-            p.mean_downtime_s,
-            p.yearly_downtime_min,
-            p.availability * 100.0,
-            nines(p.nines, Some(p.availability))
-        );
-    }
     if !r.faults.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "  #  {:>8}  {:<40} {:>11} {:>8} {:>8} {:>9} {:>7} {:>8}",
-            "at", "fault", "downtime", "detect", "repair", "back", "failed", "score"
+            "  #  {:>8}  {:<40} {:>6} {:>8} {:>10} {:>8} {:>8} {:>9} {:>8}",
+            "at", "fault", "failed", "lost s", "recovery", "detect", "repair", "back", "score"
         );
-        for f in &r.faults {
+        for i in &r.faults {
             let _ = writeln!(
                 o,
-                "{:>3}  {:>7.3}s  {:<40} {:>11} {:>8} {:>8} {:>9} {:>7} {:>8.4}{}",
-                f.fault.id,
-                f.fault.at.as_secs_f64(),
-                truncate(&f.fault.label, 40),
-                downtime(f),
-                secs(f.detection_s),
-                secs(f.repair_s),
-                secs(f.member_back_s),
-                f.failed_requests,
-                f.score,
-                if f.overlaps { "  (overlaps)" } else { "" }
+                "{:>3}  {:>7.3}s  {:<40} {:>6} {:>8.3} {:>10} {:>8} {:>8} {:>9} {:>8.4}{}",
+                i.fault.id,
+                i.fault.at.as_secs_f64(),
+                truncate(&i.fault.label, 40),
+                i.failed_requests,
+                i.lost_request_s,
+                recovery(i),
+                secs(i.detection_s),
+                secs(i.repair_s),
+                secs(i.member_back_s),
+                i.score,
+                if i.overlaps { "  (overlaps)" } else { "" }
             );
         }
+        let _ = writeln!(
+            o,
+            "unattributed  {}  (outside every fault's window: injection to heal + {})",
+            unattributed(&r.unattributed),
+            humantime::format_duration(std::time::Duration::from_secs_f64(r.settle_s))
+        );
+    } else if r.unattributed.failed_requests > 0 {
+        let _ = writeln!(o, "unattributed  {}", unattributed(&r.unattributed));
     }
     if !r.timeline.is_empty() {
         let _ = writeln!(o);
@@ -188,9 +266,9 @@ fn truncate(s: &str, n: usize) -> String {
 /// Two reports side by side.
 pub fn compare(a: &Report, b: &Report, same_timeline: bool) -> String {
     let mut o = String::new();
-    let w = 30;
+    let w = 34;
     let row = |o: &mut String, k: &str, x: String, y: String| {
-        let _ = writeln!(o, "{k:<22} {x:<w$} {y:<w$}");
+        let _ = writeln!(o, "{k:<26} {x:<w$} {y:<w$}");
     };
     row(&mut o, "", a.scenario.clone(), b.scenario.clone());
     row(
@@ -213,10 +291,17 @@ pub fn compare(a: &Report, b: &Report, same_timeline: bool) -> String {
     );
     row(
         &mut o,
-        "nines",
-        nines(a.nines, a.availability),
-        nines(b.nines, b.availability),
+        "nines (95% confidence)",
+        nines_short(a),
+        nines_short(b),
     );
+    let lost = |r: &Report| {
+        format!(
+            "{:.3} s ({:.3} unattributed)",
+            r.lost_request_s, r.unattributed.lost_request_s
+        )
+    };
+    row(&mut o, "lost request-seconds", lost(a), lost(b));
     row(
         &mut o,
         "SLO",
@@ -233,12 +318,12 @@ pub fn compare(a: &Report, b: &Report, same_timeline: bool) -> String {
             .error_budget_consumed
             .map_or("-".into(), |c| format!("{:.1}%", c * 100.0)),
     );
-    let fo = |r: &Report| {
-        r.failover.map_or("-".into(), |p| {
+    let rec = |r: &Report| {
+        r.recovery.map_or("-".into(), |p| {
             format!("{:.3}/{:.3}/{:.3}s", p.p50, p.p99, p.max)
         })
     };
-    row(&mut o, "failover p50/p99/max", fo(a), fo(b));
+    row(&mut o, "recovery p50/p99/max", rec(a), rec(b));
     row(
         &mut o,
         "fault score",
@@ -247,37 +332,34 @@ pub fn compare(a: &Report, b: &Report, same_timeline: bool) -> String {
     );
     let lat = |r: &Report| {
         r.latency.as_ref().map_or("-".into(), |l| {
-            format!("{:.2} / {:.2} ms", l.p50_ms, l.p99_ms)
+            format!("{:.2} / {:.2} / {:.0} ms", l.p50_ms, l.p99_ms, l.max_ms)
         })
     };
-    row(&mut o, "latency p50 / p99", lat(a), lat(b));
-    let proj = |r: &Report| {
-        r.projection.as_ref().map_or("-".into(), |p| {
-            format!(
-                "{:.5}% ({:.2} min/y)",
-                p.availability * 100.0,
-                p.yearly_downtime_min
-            )
-        })
-    };
-    row(&mut o, "projected yearly", proj(a), proj(b));
+    row(&mut o, "latency p50 / p99 / max", lat(a), lat(b));
     let n = a.faults.len().max(b.faults.len());
     if n > 0 {
         let _ = writeln!(o);
-        let _ = writeln!(o, "downtime per fault:");
+        let _ = writeln!(o, "lost request-seconds (failed requests) per fault:");
         for i in 0..n {
-            let fa = a.faults.get(i);
-            let fb = b.faults.get(i);
-            let label = fa.or(fb).map_or(String::new(), |f| {
-                format!("#{} {}", f.fault.id, truncate(&f.fault.label, 18))
+            let ia = a.faults.get(i);
+            let ib = b.faults.get(i);
+            let label = ia.or(ib).map_or(String::new(), |f| {
+                format!("#{} {}", f.fault.id, truncate(&f.fault.label, 22))
             });
             row(
                 &mut o,
                 &label,
-                fa.map_or("-".into(), downtime),
-                fb.map_or("-".into(), downtime),
+                ia.map_or("-".into(), cost),
+                ib.map_or("-".into(), cost),
             );
         }
+        let un = |r: &Report| {
+            format!(
+                "{:.3} s ({})",
+                r.unattributed.lost_request_s, r.unattributed.failed_requests
+            )
+        };
+        row(&mut o, "unattributed", un(a), un(b));
     }
     let _ = writeln!(
         o,
@@ -308,4 +390,71 @@ pub fn write_json(r: &Report, path: &Path) -> Result<(), ChaosError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::record::{BUCKET, Bucket, History, Outcome};
+    use crate::report::{ReportInput, RestoreRule, Slo, compute};
+
+    /// 12 000 requests (60 s at 200 req/s), `bad` of them failed at 1 s.
+    fn report(bad: u32) -> Report {
+        let buckets = (0..6000)
+            .map(|i| {
+                let mut b = Bucket::default();
+                let failed = if i == 100 { bad } else { 0 };
+                b.counts[Outcome::Ok.index()] = 2 - failed.min(2);
+                b.counts[Outcome::Timeout.index()] = failed;
+                b
+            })
+            .collect();
+        let h = History::from_buckets(BUCKET, buckets);
+        compute(&ReportInput {
+            name: "t",
+            description: "",
+            seed: 1,
+            rate: 200.0,
+            history: &h,
+            faults: &[],
+            events: &[],
+            slo: Slo {
+                availability: 0.999,
+                latency: Duration::from_millis(250),
+            },
+            restore: RestoreRule::default(),
+            settle: Duration::from_secs(2),
+        })
+    }
+
+    #[test]
+    fn the_nines_line_leads_with_what_the_sample_supports() {
+        let t = text(&report(0));
+        assert!(
+            t.contains("nines         >= 3.65 with 95% confidence (no failure measured; 12000 requests support at most 3.65)"),
+            "{t}"
+        );
+        // One failure: the point estimate (4.08) is above what the run supports.
+        let t = text(&report(1));
+        assert!(
+            t.contains(">= 3.43 with 95% confidence (point estimate 4.08; 12000 requests support at most 3.65)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("lost          0.005 request-seconds (failed requests / 200 req/s): 0.000 in 0 incident(s), 0.005 unattributed"),
+            "{t}"
+        );
+        assert!(
+            t.contains("unattributed  1 failed, 0.005 request-s (timeout 1); at 1.00-1.01s: 1"),
+            "{t}"
+        );
+        assert!(!t.contains("-0.0"), "an empty sum printed as -0: {t}");
+        let c = compare(&report(0), &report(1), true);
+        assert!(
+            c.contains(">= 3.65 (no failure)") && c.contains(">= 3.43 (point 4.08)"),
+            "{c}"
+        );
+    }
 }

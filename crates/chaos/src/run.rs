@@ -454,6 +454,7 @@ async fn drive(
         events: &events,
         slo: s.slo,
         restore: s.restore,
+        settle: s.settle,
     });
     if interrupted {
         report.notes.push(format!(
@@ -553,7 +554,7 @@ async fn execute(ctx: FaultCtx, f: ScheduledFault, stop: CancellationToken) {
     let record = |error: Option<String>| InjectedFault {
         id: f.id,
         label: label.clone(),
-        kind: f.action.kind().to_string(),
+        kind: f.action.kind(),
         target: f.target.clone(),
         subject: f.subject.clone(),
         at,

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hastack_chaos::control;
+use hastack_chaos::fault::FaultKind;
 use hastack_chaos::fault::proxy::{Direction, FaultProxy, FaultProxyConfig, ProxyFault};
 use hastack_config::{ByteSize, Dur};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -122,7 +123,7 @@ async fn latency_applies_per_direction_and_clears() {
         direction: Direction::Both,
     })
     .unwrap();
-    assert!(h.clear("latency"));
+    assert!(h.clear(FaultKind::Latency));
     let rtt = round_trip(&mut s, b"y").await;
     assert!(rtt < Duration::from_secs(5), "{rtt:?}");
 }
@@ -161,7 +162,7 @@ async fn reset_kills_open_and_new_connections() {
         .await
         .unwrap();
     assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
-    h.clear("reset");
+    h.clear(FaultKind::Reset);
     let mut ok = TcpStream::connect(h.listen_addr()).await.unwrap();
     round_trip(&mut ok, b"after").await;
     assert!(h.status().resets >= 2);
@@ -185,7 +186,7 @@ async fn blackhole_accepts_holds_and_delivers_after_clearing() {
         "a black hole never answers"
     );
     assert_eq!(h.status().connections, 0, "not forwarded upstream yet");
-    h.clear("blackhole");
+    h.clear(FaultKind::Blackhole);
     timeout(Duration::from_secs(5), s.read_exact(&mut got))
         .await
         .expect("held bytes delivered after the fault")

@@ -2,23 +2,13 @@
 //! `hastack chaos compare` compares like with like.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hastack_chaos::fault::FaultAction;
-use hastack_chaos::scenario::{self, LoadOptions, Scenario, Vars};
-use hastack_config::Source;
-
-fn load(name: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scenarios")
-        .join(name);
-    let src = Source::load(&path).unwrap();
-    let mut vars = Vars::new("/run".into(), path.clone(), PathBuf::from("/bin/hastack"));
-    scenario::load(&src, &mut vars, LoadOptions::default())
-        .unwrap_or_else(|d| panic!("{d}"))
-        .0
-}
+use hastack_chaos::scenario::{Scenario, Vars};
 
 type Key = Vec<(Duration, String, FaultAction, Option<Duration>)>;
 
@@ -31,8 +21,8 @@ fn key(s: &Scenario) -> Key {
 
 #[test]
 fn classic_and_hastack_scenarios_share_topology_load_and_timeline() {
-    let classic = load("classic-haproxy.toml");
-    let hastack = load("hastack-proxy.toml");
+    let classic = common::load("classic-haproxy.toml");
+    let hastack = common::load("hastack-proxy.toml");
     assert_eq!(key(&classic), key(&hastack));
     assert_eq!(classic.schedule.len(), 6);
     assert_eq!(classic.load.targets, hastack.load.targets);
@@ -54,8 +44,8 @@ fn classic_and_hastack_scenarios_share_topology_load_and_timeline() {
 
 #[test]
 fn namespace_scenarios_share_topology_load_and_the_demo_timeline() {
-    let classic = load("netns-classic.toml");
-    let hastack = load("netns-hastack.toml");
+    let classic = common::load("netns-classic.toml");
+    let hastack = common::load("netns-hastack.toml");
     assert_eq!(key(&classic), key(&hastack));
     assert_eq!(classic.netns, hastack.netns);
     let t = classic.netns.clone().unwrap();
@@ -65,13 +55,23 @@ fn namespace_scenarios_share_topology_load_and_the_demo_timeline() {
     assert_eq!(classic.load.rate, hastack.load.rate);
     assert_eq!(classic.slo, hastack.slo);
     assert_eq!(classic.proxies, hastack.proxies);
+    // The same processes on the same hosts, except the classic side's 100 ms watchers that
+    // feed keepalived's track files (one per balancer host; see equivalence.rs).
     let placed = |s: &Scenario| {
         s.processes
             .iter()
+            .filter(|p| !p.name.starts_with("track"))
             .map(|p| (p.name.clone(), p.host.clone()))
             .collect::<Vec<_>>()
     };
     assert_eq!(placed(&classic), placed(&hastack));
+    let watchers: Vec<Option<&str>> = classic
+        .processes
+        .iter()
+        .filter(|p| p.name.starts_with("track"))
+        .map(|p| p.host.as_deref())
+        .collect();
+    assert_eq!(watchers, [Some("lb1"), Some("lb2")]);
     assert_eq!(
         classic.requires,
         vec!["haproxy".to_string(), "keepalived".to_string()]

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hastack_chaos::demo::{
@@ -110,9 +109,9 @@ pub struct DemoArgs {
     /// Requests per second.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
-    /// The tier in front of the app servers. `auto`: two hastack proxies when this build
-    /// has `hastack proxy`, else HAProxy when installed, else none (client-side failover).
-    #[arg(long, value_enum, default_value_t = Front::Auto)]
+    /// The tier in front of the app servers: two `hastack proxy` instances (clients fail
+    /// over between them), one HAProxy (Debian package), or none (client-side failover).
+    #[arg(long, value_enum, default_value_t = Front::HastackProxy)]
     front: Front,
     /// Where to save the report, chart and logs.
     #[arg(long, default_value = "hastack-report")]
@@ -133,7 +132,6 @@ pub struct DemoArgs {
 /// Front tier choice for the demo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Front {
-    Auto,
     HastackProxy,
     Haproxy,
     Direct,
@@ -360,7 +358,7 @@ async fn fault_proxy(a: FaultProxyArgs) -> anyhow::Result<ExitCode> {
         let pf: ProxyFault = serde_json::from_str(f).with_context(|| {
             format!(
                 "--fault {f:?} is not a fault; e.g. '{{\"kind\":\"latency\",\"delay\":\"200ms\"}}'; kinds: {}",
-                ProxyFault::KINDS.join(", ")
+                ProxyFault::kinds()
             )
         })?;
         faults.push(pf);
@@ -386,28 +384,13 @@ async fn fault_proxy(a: FaultProxyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn program_runs(program: &Path, args: &[&str]) -> bool {
-    let status = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::process::Command::new(program)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .status(),
-    )
-    .await;
-    matches!(status, Ok(Ok(s)) if s.success())
-}
-
 #[allow(clippy::print_stdout, reason = "the scorecard is the command's output")]
 async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let exe = hastack_exe()?;
     if a.netns {
         // Refuse before anything is built or started.
         hastack_chaos::netns::preflight("demo --netns")?;
-        if !matches!(a.front, Front::Auto | Front::HastackProxy) {
+        if a.front != Front::HastackProxy {
             bail!(
                 "with --netns the front tier is the hastack VIP pair (hastack proxy + hastack vip on two hosts); the classic stack in namespaces (HAProxy + keepalived) runs as `hastack chaos compare scenarios/netns-classic.toml scenarios/netns-hastack.toml`"
             );
@@ -422,23 +405,6 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         }),
         Front::Haproxy => Box::new(HaproxyFront::default()),
         Front::Direct => Box::new(DirectFront),
-        Front::Auto => {
-            if program_runs(&exe, &["proxy", "--help"]).await {
-                Box::new(HastackProxyPair {
-                    hastack_exe: exe.clone(),
-                })
-            } else if program_runs(Path::new("haproxy"), &["-v"]).await {
-                eprintln_str(
-                    "note: this build has no `hastack proxy` yet; the demo runs HAProxy as the front tier instead",
-                );
-                Box::new(HaproxyFront::default())
-            } else {
-                eprintln_str(
-                    "note: this build has no `hastack proxy` yet and HAProxy is not installed; the demo runs with NO front tier (client-side failover only)",
-                );
-                Box::new(DirectFront)
-            }
-        }
     };
     if !(a.rate.is_finite() && a.rate > 0.0) {
         bail!("--rate must be a positive number of requests per second");
@@ -451,6 +417,7 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         apps: 3,
         seed: a.seed,
         netns: a.netns,
+        ..DemoOptions::default()
     };
     let s = hastack_chaos::demo::build(front.as_ref(), &opts, &mut vars)?;
     eprintln_str(&format!(

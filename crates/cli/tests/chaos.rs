@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::Scratch;
 
@@ -116,11 +117,26 @@ duration = "500ms"
         assert!(f["fault"]["error"].is_null(), "{f}");
         assert!(f["fault"]["healed_at"].as_f64().is_some(), "healed: {f}");
     }
-    // The slowed link carried the traffic: its fault caused downtime.
+    // The slowed link carried the traffic: its fault cost requests (slow answers), and
+    // every failed request is counted once, in a fault or unattributed.
     assert!(
-        faults[1]["downtime_s"].as_f64().unwrap() >= 0.2,
+        faults[1]["failed_by_outcome"]["slow"].as_u64().unwrap() > 0,
         "{}",
         faults[1]
+    );
+    assert!(
+        faults[1]["lost_request_s"].as_f64().unwrap() >= 0.2,
+        "{}",
+        faults[1]
+    );
+    let attributed: u64 = faults
+        .iter()
+        .map(|f| f["failed_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        attributed + r["unattributed"]["failed_requests"].as_u64().unwrap(),
+        r["requests"]["failed"].as_u64().unwrap(),
+        "{r}"
     );
     assert_eq!(r["timeline"].as_array().unwrap().len(), 4);
     let svg = std::fs::read_to_string(dir.path("run/chart.svg")).unwrap();
@@ -385,10 +401,19 @@ duration = "1s"
 fn standalone_fault_proxy_is_controlled_over_http() {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpStream;
+    use tokio::time::Instant;
 
-    // Upstream: a listener that accepts (the test only checks control and forwarding setup).
+    // Upstream: sends 32 KiB to every connection and closes it, so that the traffic the
+    // bandwidth fault acts on goes through the proxy.
+    const BODY: usize = 32 * 1024;
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let up = upstream.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in upstream.incoming() {
+            let Ok(mut c) = conn else { return };
+            let _ = c.write_all(&[b'x'; BODY]);
+        }
+    });
     let mut child = Command::new(HASTACK)
         .args([
             "--log",
@@ -420,7 +445,13 @@ fn standalone_fault_proxy_is_controlled_over_http() {
     let guard = Kill(child);
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("listening on 127.0.0.1:"), "{first}");
+    let listen = first
+        .split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .trim_end_matches(',')
+        .to_string();
     let second = lines.next().unwrap().unwrap();
     let ctl = second
         .split("http://")
@@ -440,14 +471,26 @@ fn standalone_fault_proxy_is_controlled_over_http() {
         s.read_to_string(&mut out).unwrap();
         out
     };
+    // How long 32 KiB take from the upstream, through the proxy.
+    let fetch = || {
+        let t0 = Instant::now();
+        let mut s = TcpStream::connect(&listen).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), BODY, "every byte arrives, fault or not");
+        t0.elapsed()
+    };
     let r = call(
         "POST",
         "/admin/proxies/edge/faults",
-        r#"{"kind":"bandwidth","rate":"1KiB","direction":"downstream"}"#,
+        r#"{"kind":"bandwidth","rate":"16KiB","direction":"downstream"}"#,
     );
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let status = call("GET", "/status", "");
     assert!(status.contains("\"kind\": \"bandwidth\""), "{status}");
+    // 32 KiB at 16 KiB/s: about 2 s (less the 20 ms burst), however fast the machine.
+    let capped = fetch();
+    assert!(capped >= Duration::from_millis(1900), "{capped:?}");
     let r = call(
         "POST",
         "/admin/proxies/edge/clear",
@@ -455,5 +498,8 @@ fn standalone_fault_proxy_is_controlled_over_http() {
     );
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(!call("GET", "/status", "").contains("bandwidth"));
+    // Cleared: no longer held to the rate.
+    let free = fetch();
+    assert!(free < capped / 2, "cleared {free:?} vs capped {capped:?}");
     drop(guard);
 }

@@ -197,7 +197,7 @@ fn a_namespace_scenario_partitions_an_app_host_and_reports_it() {
         "lb1's proxy never marked web1 down: {}",
         faults[0]
     );
-    assert!(faults[0]["restored"].as_bool().unwrap(), "{}", faults[0]);
+    assert!(faults[0]["recovered"].as_bool().unwrap(), "{}", faults[0]);
     // The one-way cut between the client and web2 does not touch client -> lb1 -> web2.
     assert!(faults[1]["fault"]["error"].is_null(), "{}", faults[1]);
     assert!(
@@ -231,7 +231,7 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
     let stdout = ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains("availability") && stdout.contains("failover"),
+        stdout.contains("availability") && stdout.contains("request-seconds"),
         "{stdout}"
     );
     assert!(stdout.contains("network namespaces"), "{stdout}");
@@ -266,34 +266,57 @@ fn demo_netns_moves_the_vip_and_prints_a_scorecard() {
             "not healed: {f}"
         );
     }
-    // kill -9 of the master's proxy: lb2 took the VIP (detected through its /status) and
-    // clients were served again within a second.
+    // kill -9 of the master's proxy: lb2 took the VIP (detected through its /status),
+    // clients were served again within a second and lost less than a second of requests.
     let proxy_kill = &faults[3];
     assert!(
         proxy_kill["detection_s"].as_f64().is_some_and(|d| d < 1.0),
         "lb2 never became master after the proxy kill: {proxy_kill}"
     );
-    assert!(proxy_kill["restored"].as_bool().unwrap(), "{proxy_kill}");
+    assert!(proxy_kill["recovered"].as_bool().unwrap(), "{proxy_kill}");
     assert!(
-        proxy_kill["downtime_s"].as_f64().unwrap() < 1.0,
+        proxy_kill["recovery_s"].as_f64().unwrap() < 1.0,
         "{proxy_kill}"
     );
-    // kill -9 of the master's VRRP daemon: its guard withdrew the address and lb2 took it.
     assert!(
-        faults[4]["detection_s"].as_f64().is_some_and(|d| d < 1.0),
-        "lb2 never became master after the vrrp kill: {}",
-        faults[4]
+        proxy_kill["lost_request_s"].as_f64().unwrap() < 1.0,
+        "{proxy_kill}"
     );
-    // Failures stay bounded (the scorecard is honest, not perfect: a moving VIP resets the
-    // client's keep-alive connections).
-    let a = r["availability"].as_f64().unwrap();
-    assert!(a > 0.8, "availability {a}: {}", r["requests"]);
+    // Within a second of each front fault (the balancer killed, the VRRP daemon killed, the
+    // link down) lb2 holds the VIP: its `hastack vip` reported master, either just now or
+    // already (on a loaded machine lb1 may not have taken the VIP back from the previous
+    // fault yet; clients do not care which). kill -9 of the VRRP daemon relies on its guard
+    // withdrawing the address. No bound on the availability itself: on a starved CPU every
+    // hop of a debug build slows down, which says nothing about the failover (the scorecard is
+    // honest, not perfect: a moving VIP also resets the client's keep-alive connections).
     let events = r["events"].as_array().unwrap();
-    assert!(
+    let lb2_master_at = |t: f64| {
+        // The latest state change lb2 reported at or before `t`.
+        let at = |e: &serde_json::Value| e["at"].as_f64().unwrap();
         events
             .iter()
-            .any(|e| e["source"] == "vip-lb2" && e["kind"] == "detected"),
-        "no VIP failover event"
+            .filter(|e| e["source"] == "vip-lb2" && at(e) <= t)
+            .filter(|e| e["kind"] == "detected" || e["kind"] == "repaired")
+            .max_by(|a, b| at(a).total_cmp(&at(b)))
+            .is_some_and(|e| e["kind"] == "detected")
+    };
+    for f in &faults[3..] {
+        let at = f["fault"]["at"].as_f64().unwrap();
+        assert!(
+            lb2_master_at(at + 1.0),
+            "lb2 did not hold the VIP a second after {}: {events:?}",
+            f["fault"]["label"]
+        );
+    }
+    // Every failed request is counted once: in a fault's window or unattributed.
+    let attributed: u64 = faults
+        .iter()
+        .map(|f| f["failed_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        attributed + r["unattributed"]["failed_requests"].as_u64().unwrap(),
+        r["requests"]["failed"].as_u64().unwrap(),
+        "{r}"
     );
 }
 

@@ -11,6 +11,7 @@
 //!   gets [`NoTestbed`], which refuses every such fault with a clear error (scenario files
 //!   cannot even declare one: validation asks for `[chaos.netns]` first).
 
+pub mod kind;
 pub mod process;
 pub mod proxy;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ChaosError;
 use crate::load::BoxFuture;
+pub use kind::{FaultKind, TargetKind};
 pub use proxy::{Direction, ProxyFault};
 
 /// A fault on a process the harness started.
@@ -34,6 +36,18 @@ pub enum ProcessFault {
     Pause,
     /// SIGTERM (SIGKILL after the grace period), then start again at once.
     Restart,
+}
+
+impl ProcessFault {
+    /// Its kind.
+    pub fn kind(self) -> FaultKind {
+        match self {
+            ProcessFault::Kill => FaultKind::Kill,
+            ProcessFault::Term => FaultKind::Term,
+            ProcessFault::Pause => FaultKind::Pause,
+            ProcessFault::Restart => FaultKind::Restart,
+        }
+    }
 }
 
 /// A namespace-level fault (needs the network-namespace testbed).
@@ -56,6 +70,16 @@ pub enum NetFault {
     },
 }
 
+impl NetFault {
+    /// Its kind.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            NetFault::Partition { .. } => FaultKind::Partition,
+            NetFault::LinkDown { .. } => FaultKind::LinkDown,
+        }
+    }
+}
+
 /// What a scheduled fault does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,16 +93,12 @@ pub enum FaultAction {
 }
 
 impl FaultAction {
-    /// The kind's short name (`kill`, `latency`, `partition`...), used for weights and labels.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind (`kill`, `latency`, `partition`...), used for weights and labels.
+    pub fn kind(&self) -> FaultKind {
         match self {
-            FaultAction::Process(ProcessFault::Kill) => "kill",
-            FaultAction::Process(ProcessFault::Term) => "term",
-            FaultAction::Process(ProcessFault::Pause) => "pause",
-            FaultAction::Process(ProcessFault::Restart) => "restart",
+            FaultAction::Process(p) => p.kind(),
             FaultAction::Proxy(p) => p.kind(),
-            FaultAction::Net(NetFault::Partition { .. }) => "partition",
-            FaultAction::Net(NetFault::LinkDown { .. }) => "link_down",
+            FaultAction::Net(n) => n.kind(),
         }
     }
 }
@@ -148,12 +168,12 @@ pub struct NoTestbed;
 
 impl NoTestbed {
     fn refuse(fault: &NetFault) -> ChaosError {
-        let (kind, target) = match fault {
-            NetFault::Partition { from, to, .. } => ("partition", format!("{from} <-> {to}")),
-            NetFault::LinkDown { host } => ("link_down", host.clone()),
+        let target = match fault {
+            NetFault::Partition { from, to, .. } => format!("{from} <-> {to}"),
+            NetFault::LinkDown { host } => host.clone(),
         };
         ChaosError::NeedsTestbed {
-            fault: kind.to_string(),
+            fault: fault.kind().name().to_string(),
             target,
         }
     }

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::ChaosError;
+use crate::fault::kind::{FaultKind, TargetKind};
 
 /// Bytes read per chunk.
 pub const CHUNK: usize = 16 * 1024;
@@ -130,20 +131,21 @@ pub enum ProxyFault {
 }
 
 impl ProxyFault {
-    /// Short name of the kind.
-    pub fn kind(&self) -> &'static str {
+    /// Its kind.
+    pub fn kind(&self) -> FaultKind {
         match self {
-            ProxyFault::Latency { .. } => "latency",
-            ProxyFault::Bandwidth { .. } => "bandwidth",
-            ProxyFault::Reset => "reset",
-            ProxyFault::Blackhole { .. } => "blackhole",
-            ProxyFault::Drop { .. } => "drop",
+            ProxyFault::Latency { .. } => FaultKind::Latency,
+            ProxyFault::Bandwidth { .. } => FaultKind::Bandwidth,
+            ProxyFault::Reset => FaultKind::Reset,
+            ProxyFault::Blackhole { .. } => FaultKind::Blackhole,
+            ProxyFault::Drop { .. } => FaultKind::Drop,
         }
     }
 
-    /// The kinds, for messages.
-    pub const KINDS: &'static [&'static str] =
-        &["latency", "bandwidth", "reset", "blackhole", "drop"];
+    /// The kinds a fault proxy injects, for messages: `latency, bandwidth, ...`.
+    pub fn kinds() -> String {
+        FaultKind::list(FaultKind::acting_on(TargetKind::FaultProxy))
+    }
 
     /// Check the parameters; the error says what is allowed.
     pub fn validate(&self) -> Result<(), String> {
@@ -390,7 +392,7 @@ impl FaultProxyHandle {
     /// Apply `fault`, replacing an active fault of the same kind.
     pub fn apply(&self, fault: ProxyFault) -> Result<(), String> {
         fault.validate()?;
-        info!(proxy = %self.shared.name, fault = fault.kind(), params = %fault.describe(), "fault proxy: fault on");
+        info!(proxy = %self.shared.name, fault = %fault.kind(), params = %fault.describe(), "fault proxy: fault on");
         self.shared.faults.send_modify(|a| {
             a.0.retain(|f| f.kind() != fault.kind());
             a.0.push(fault);
@@ -399,7 +401,7 @@ impl FaultProxyHandle {
     }
 
     /// Clear the fault of `kind`; whether one was active.
-    pub fn clear(&self, kind: &str) -> bool {
+    pub fn clear(&self, kind: FaultKind) -> bool {
         let mut was = false;
         self.shared.faults.send_modify(|a| {
             let before = a.0.len();
@@ -407,7 +409,7 @@ impl FaultProxyHandle {
             was = a.0.len() != before;
         });
         if was {
-            info!(proxy = %self.shared.name, fault = kind, "fault proxy: fault off");
+            info!(proxy = %self.shared.name, fault = %kind, "fault proxy: fault off");
         }
         was
     }

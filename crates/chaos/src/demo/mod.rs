@@ -7,7 +7,8 @@
 //! processes it runs, which faults it contributes (e.g. kill one of two proxies), and which
 //! event sources report its detections. Implementations today:
 //!
-//! * [`HaproxyFront`]: one HAProxy (Debian package) with HTTP health checks and redispatch.
+//! * [`HaproxyFront`]: one HAProxy (Debian package), configured as strongly as its docs allow
+//!   (`leastconn`, `observe layer7`, `retry-on all-retryable-errors`, redispatch).
 //! * [`DirectFront`]: no front tier; the load generator fails over between the backends
 //!   itself (connect failure -> next address).
 //! * [`HastackProxyPair`]: two `hastack proxy` instances, clients failing over between them.
@@ -18,6 +19,10 @@
 //! app2 at 35% for 8%, add 400 ms to app3 through its fault proxy at 55% for 10% (the SLO
 //! counts answers over 250 ms as failures), then the front tier's own faults (at 75% for the
 //! proxy pair; at 70%, 80% and 90% for the VIP pair).
+//!
+//! Every front tier gets the same [`FrontTuning`] (health checks, timeouts, retries, passive
+//! detection), rendered into its own configuration by [`haproxy_config`], [`proxy_config`]
+//! and [`vip_config`].
 //!
 //! In namespace mode ([`DemoOptions::netns`]) the front tier's hosts come first
 //! ([`FrontTier::hosts`]), then one host per app server (`web1`, `web2`, ...): each app
@@ -30,6 +35,10 @@ use std::time::Duration;
 
 use hastack_config::Dur;
 
+mod configs;
+
+pub use configs::{FrontTuning, VIP_INSTANCE, haproxy_config, proxy_config, vip_config};
+
 use crate::error::ChaosError;
 use crate::events::EventSourceSpec;
 use crate::fault::NetFault;
@@ -38,7 +47,7 @@ use crate::fault::{FaultAction, ProcessFault, ProxyFault, ScheduledFault};
 use crate::load::LoadPlan;
 use crate::load::http::HttpRequestSpec;
 use crate::netns::NetnsTopology;
-use crate::report::{RestoreRule, Slo};
+use crate::report::{DEFAULT_SETTLE, RestoreRule, Slo};
 use crate::scenario::{FaultProxySpec, Protocol, Scenario, Vars};
 
 /// What a front tier gets to build itself.
@@ -52,6 +61,8 @@ pub struct FrontContext<'a> {
     pub vars: &'a mut Vars,
     /// The backends' health check path.
     pub health_path: &'a str,
+    /// Health checks, timeouts, retries: the same for every front tier.
+    pub tuning: FrontTuning,
 }
 
 /// A fault the front tier asks the demo to inject.
@@ -120,53 +131,6 @@ fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// HAProxy config for `servers` (name, address) behind one frontend, with HTTP health
-/// checks every 500 ms (down after 2 failures, up after 2 successes), up to 3 retries with
-/// redispatch to another server, and a stats page (CSV at `/stats;csv`).
-pub fn haproxy_config(
-    front: SocketAddr,
-    stats: SocketAddr,
-    servers: &[(String, SocketAddr)],
-    health: &str,
-) -> String {
-    let mut s = format!(
-        "# written by hastack chaos
-global
-    maxconn 4096
-
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 2s
-    timeout check 1s
-    retries 3
-    option redispatch 1
-
-frontend web
-    bind {front}
-    default_backend app
-
-backend app
-    balance roundrobin
-    option httpchk GET {health}
-    default-server inter 500ms fall 2 rise 2
-"
-    );
-    for (name, addr) in servers {
-        s.push_str(&format!("    server {name} {addr} check\n"));
-    }
-    s.push_str(&format!(
-        "
-listen stats
-    bind {stats}
-    stats enable
-    stats uri /stats
-"
-    ));
-    s
-}
-
 /// One HAProxy from the Debian package.
 #[derive(Debug, Clone, Default)]
 pub struct HaproxyFront {
@@ -188,7 +152,7 @@ impl FrontTier for HaproxyFront {
             .cloned()
             .zip(ctx.backends.iter().copied())
             .collect();
-        let cfg = haproxy_config(front, stats, &servers, ctx.health_path);
+        let cfg = haproxy_config(front, stats, &servers, ctx.health_path, &ctx.tuning);
         let path = ctx.vars.dir.join("haproxy.cfg");
         let program = self
             .program
@@ -196,8 +160,9 @@ impl FrontTier for HaproxyFront {
             .unwrap_or_else(|| PathBuf::from("haproxy"));
         Ok(FrontPlan {
             description: format!(
-                "front tier: ONE HAProxy (Debian package, {}) at {front} with health checks every 500 ms (fall 2, rise 2), 3 retries + redispatch; NOT hastack proxy",
-                program.display()
+                "front tier: ONE HAProxy (Debian package, {}) at {front}, leastconn, observe layer7, retry-on all-retryable-errors with redispatch, {}; NOT hastack proxy",
+                program.display(),
+                ctx.tuning.summary()
             ),
             processes: vec![ProcessSpec {
                 name: "haproxy".into(),
@@ -271,7 +236,7 @@ impl FrontTier for HastackProxyPair {
             let listen = local(port(ctx, &format!("proxy{i}"))?);
             let admin = local(port(ctx, &format!("proxy{i}-admin"))?);
             let file = format!("proxy{i}.toml");
-            let cfg = proxy_config(listen, admin, ctx.backends, ctx.health_path);
+            let cfg = proxy_config(listen, admin, ctx.backends, ctx.health_path, &ctx.tuning);
             plan.processes.push(ProcessSpec {
                 name: format!("proxy{i}"),
                 program: self.hastack_exe.clone(),
@@ -304,27 +269,13 @@ impl FrontTier for HastackProxyPair {
             subject: "proxy1".into(),
         });
         plan.description = format!(
-            "front tier: TWO hastack proxy instances at {} and {} (clients fail over between them), health checks every 500 ms",
-            plan.entries[0], plan.entries[1]
+            "front tier: TWO hastack proxy instances at {} and {} (clients fail over between them), {}",
+            plan.entries[0],
+            plan.entries[1],
+            ctx.tuning.summary()
         );
         Ok(plan)
     }
-}
-
-/// The `[proxy]` config of one demo proxy: one worker, HTTP health checks on `health` every
-/// 500 ms (300 ms timeout), a 1 s try timeout (so a try stuck on a frozen member is retried
-/// elsewhere).
-pub fn proxy_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    members: &[SocketAddr],
-    health: &str,
-) -> String {
-    let members: Vec<String> = members.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "[proxy]\nworkers = 1\n\n[proxy.admin]\nlisten = \"{admin}\"\n\n[[proxy.listeners]]\nname = \"web\"\nlisten = \"{listen}\"\nprotocol = \"http\"\npool = \"app\"\n\n[proxy.pools.app]\nmembers = [{}]\ntry_timeout = \"1s\"\n\n[proxy.pools.app.health]\ntype = \"http\"\npath = \"{health}\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\n",
-        members.join(", ")
-    )
 }
 
 /// Detection events from a `hastack proxy`'s `/status` (members named by address).
@@ -341,34 +292,8 @@ fn proxy_events(source: String, admin: SocketAddr, host: Option<String>) -> Even
     }
 }
 
-/// The VRRP instance name of the demo's VIP pair (the subject of its faults).
-pub const VIP_INSTANCE: &str = "web";
-
 /// The last octet of the demo's virtual IP in its /24.
 pub const VIP_OCTET: u8 = 50;
-
-/// The `[vip]` config of one host of the demo's VIP pair: VRRPv3 with `advert` adverts, one
-/// address, and two trackers: the local proxy's listener with weight 0 (a dead proxy puts
-/// the instance in fault: it resigns and the peer takes the address within its skew time),
-/// and the proxy's `GET /ready` on its admin listener with a weight larger than the gap
-/// between the two priorities (a proxy with no usable member, e.g. just after its host
-/// rejoined the network, does not win the VIP over a peer that can serve).
-pub fn vip_config(
-    state_dir: &std::path::Path,
-    priority: u8,
-    peer_priority: u8,
-    vip: std::net::Ipv4Addr,
-    advert: Duration,
-    proxy_port: u16,
-    proxy_admin: SocketAddr,
-) -> String {
-    let ready_weight = priority.abs_diff(peer_priority).saturating_add(10);
-    format!(
-        "[vip]\nadmin = \"127.0.0.1:9400\"\nstate_dir = \"{}\"\n\n[[vip.instance]]\nname = \"{VIP_INSTANCE}\"\ninterface = \"eth0\"\nvrid = 51\npriority = {priority}\nadvert_interval = \"{}\"\naddresses = [\"{vip}/24\"]\npeer_priorities = [{peer_priority}]\n\n[[vip.instance.track]]\nname = \"proxy\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{proxy_port}\"\nweight = 0\ninterval = \"100ms\"\nfall = 1\nrise = 2\n\n[[vip.instance.track]]\nname = \"proxy-ready\"\nkind = \"http\"\nurl = \"http://{proxy_admin}/ready\"\nweight = {ready_weight}\ninterval = \"100ms\"\nfall = 2\nrise = 2\n",
-        state_dir.display(),
-        Dur(advert)
-    )
-}
 
 /// Namespace mode: two hosts (`lb1`, `lb2`), each running `hastack proxy` (port 80, admin
 /// 127.0.0.1:9900) and `hastack vip` (VRRPv3, 20 ms adverts, priority 150 on lb1 and 100 on
@@ -428,6 +353,7 @@ impl FrontTier for VipProxyPair {
                 admin,
                 ctx.backends,
                 ctx.health_path,
+                &ctx.tuning,
             );
             plan.processes.push(ProcessSpec {
                 name: format!("proxy{n}"),
@@ -459,6 +385,7 @@ impl FrontTier for VipProxyPair {
                 advert,
                 80,
                 admin,
+                &ctx.tuning,
             );
             plan.processes.push(ProcessSpec {
                 name: format!("vrrp{n}"),
@@ -519,10 +446,12 @@ impl FrontTier for VipProxyPair {
             },
         ];
         plan.description = format!(
-            "front tier: a VIP pair in network namespaces: hosts lb1 ({}) and lb2 ({}) each run hastack proxy (port 80, health checks every 500 ms) and hastack vip (VRRPv3, {} adverts, priority 150/100, tracking the local proxy's listener); clients in the client namespace ({}) send to the virtual IP {entry}",
+            "front tier: a VIP pair in network namespaces: hosts lb1 ({}) and lb2 ({}) each run hastack proxy (port 80, {}) and hastack vip (VRRPv3, {} adverts, priority 150/100, tracking the local proxy every {}); clients in the client namespace ({}) send to the virtual IP {entry}",
             topo.ip("lb1").map_or_else(String::new, |ip| ip.to_string()),
             topo.ip("lb2").map_or_else(String::new, |ip| ip.to_string()),
+            ctx.tuning.summary(),
             Dur(advert),
+            Dur(ctx.tuning.track_interval),
             topo.ip(crate::netns::CLIENT)
                 .map_or_else(String::new, |ip| ip.to_string()),
         );
@@ -544,6 +473,8 @@ pub struct DemoOptions {
     /// Namespace mode (root): every host in its own network namespace, the load from the
     /// client namespace; needs a front tier with [`FrontTier::hosts`].
     pub netns: bool,
+    /// What every front tier is configured with.
+    pub tuning: FrontTuning,
 }
 
 impl Default for DemoOptions {
@@ -554,6 +485,7 @@ impl Default for DemoOptions {
             apps: 3,
             seed: 1,
             netns: false,
+            tuning: FrontTuning::default(),
         }
     }
 }
@@ -635,6 +567,7 @@ pub fn build(
         names: &names,
         vars,
         health_path: "/health",
+        tuning: opts.tuning,
     })?;
     processes.extend(plan.processes);
     let subject = |i: usize| front.subject(&names[i], backends[i]);
@@ -720,9 +653,9 @@ pub fn build(
         slo: Slo {
             availability: 0.999,
             latency: Duration::from_millis(250),
-            incidents_per_year: 12.0,
         },
         restore: RestoreRule::default(),
+        settle: DEFAULT_SETTLE,
         processes,
         proxies,
         files: plan.files,
@@ -807,7 +740,7 @@ mod tests {
         let plan: Vec<(u64, &str, &str)> = s
             .schedule
             .iter()
-            .map(|f| (f.at.as_secs(), f.target.as_str(), f.action.kind()))
+            .map(|f| (f.at.as_secs(), f.target.as_str(), f.action.kind().name()))
             .collect();
         assert_eq!(
             plan,
