@@ -42,6 +42,13 @@ pub const DB_FILE: &str = "coord.redb";
 /// etcd's allowance for gRPC framing on top of `max_request_bytes`.
 const GRPC_OVERHEAD: usize = 512 * 1024;
 
+/// The gRPC decoding limit: room for a request somewhat over `max_request_bytes`, so that it
+/// is decoded and refused with etcd's own message ("request is too large") rather than a
+/// transport error, while a hostile peer still cannot make the server buffer more than this.
+fn decode_limit(max_request_bytes: usize) -> usize {
+    2 * max_request_bytes + GRPC_OVERHEAD
+}
+
 /// Where the store keeps its data.
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -162,7 +169,7 @@ pub async fn start(
             inner.clone(),
         ));
     }
-    let limit = cfg.max_request_bytes + GRPC_OVERHEAD;
+    let limit = decode_limit(cfg.max_request_bytes);
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(cfg.max_streams_per_connection)
