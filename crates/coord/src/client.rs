@@ -253,10 +253,10 @@ impl Client {
                     }
                 }
             };
-            let retry = match (err.retry(), kind) {
-                (Retry::Safe, _) | (Retry::IfIdempotent, Kind::Read) => true,
-                _ => false,
-            };
+            let retry = matches!(
+                (err.retry(), kind),
+                (Retry::Safe, _) | (Retry::IfIdempotent, Kind::Read)
+            );
             let now = Instant::now();
             if !retry {
                 return Err(err);
@@ -396,9 +396,8 @@ impl Client {
             revision,
             physical: false,
         };
-        self.call(Kind::Write, |ch| {
-            let req = req.clone();
-            async move { KvClient::new(ch).compact(req).await }
+        self.call(Kind::Write, |ch| async move {
+            KvClient::new(ch).compact(req).await
         })
         .await?;
         Ok(())

@@ -224,6 +224,82 @@ fn check_key(ops: &[&Op], budget: u64) -> Option<bool> {
     Some(true)
 }
 
+/// A workload for [`check`]: client `id` runs random reads, writes and compare-and-swaps on
+/// the registers `x` and `y` until `stop`, recording each operation with its invocation and
+/// answer times (nanoseconds since `t0`) into `history`. A call that certainly was not applied
+/// ([`crate::Retry::Safe`]) is left out; one whose outcome is unknown is recorded without an
+/// answer. Values are unique per client and operation, so a read names the write it saw.
+pub async fn register_client(
+    id: u64,
+    c: crate::Client,
+    t0: tokio::time::Instant,
+    history: std::sync::Arc<parking_lot::Mutex<Vec<Op>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use crate::{Cas, Expect, Retry};
+    use tokio::time::Instant;
+    let mut rng = fastrand::Rng::with_seed(id);
+    let mut n = 0u64;
+    let ns = |t: Instant| u64::try_from((t - t0).as_nanos()).unwrap_or(u64::MAX);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let key = if rng.bool() { "x" } else { "y" };
+        n += 1;
+        let value = id * 1_000_000 + n;
+        let call = Instant::now();
+        let (kind, outcome) = match rng.u8(0..3) {
+            0 => match c.get(key).await {
+                Ok((kv, _)) => {
+                    let v = kv.and_then(|kv| kv.value_str().parse().ok());
+                    (OpKind::Read(v), Ok(()))
+                }
+                Err(e) => (OpKind::Read(None), Err(e)),
+            },
+            1 => (
+                OpKind::Write(value),
+                c.put(key, value.to_string(), None).await.map(|_| ()),
+            ),
+            _ => {
+                // Expect absent, or a value this client may have written recently.
+                let back = rng.u64(0..4);
+                let from = (back > 0 && n > back).then(|| id * 1_000_000 + n - back);
+                let expect = match from {
+                    None => Expect::Absent,
+                    Some(v) => Expect::Value(v.to_string().into_bytes()),
+                };
+                let r = c.cas(key, expect, value.to_string(), None).await;
+                let ok = match &r {
+                    Ok(Cas::Swapped(_)) => Some(true),
+                    Ok(Cas::Conflict(_)) => Some(false),
+                    Err(_) => None,
+                };
+                (
+                    OpKind::Cas {
+                        from,
+                        to: value,
+                        ok,
+                    },
+                    r.map(|_| ()),
+                )
+            }
+        };
+        let ret = match &outcome {
+            Ok(()) => Some(ns(Instant::now())),
+            Err(e) if e.retry() == Retry::Safe => continue,
+            Err(_) if matches!(kind, OpKind::Read(_)) => continue,
+            Err(_) => None,
+        };
+        history.lock().push(Op {
+            key: key.to_string(),
+            kind,
+            call: ns(call),
+            ret,
+        });
+        if outcome.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! server, in this process, data on disk) and a real 3-member etcd cluster (Debian's
 //! etcd-server 3.4) started by the test. The same client code and the same assertions:
 //! that is the point of speaking one protocol.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 mod common;
 
@@ -17,12 +17,11 @@ use tokio::time::Instant;
 
 use common::*;
 
+type Check<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+
 /// Every check, named; each uses its own key prefix.
 async fn suite(c: &Client) {
-    let checks: Vec<(
-        &str,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + '_>>,
-    )> = vec![
+    let checks: Vec<(&str, Check<'_>)> = vec![
         ("kv", Box::pin(kv(c, "kv/"))),
         (
             "cas_under_contention",

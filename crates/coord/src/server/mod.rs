@@ -14,6 +14,7 @@ pub mod config;
 pub mod core;
 mod error;
 pub mod grpc;
+pub mod harness;
 pub mod leases;
 pub mod store;
 pub mod watch;
