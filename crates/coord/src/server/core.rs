@@ -22,12 +22,15 @@ use tracing::{debug, error, info};
 
 use super::ServeError;
 use super::leases::Leases;
-use super::store::{Identity, Op, OpResult, Store};
+use super::recent::Recent;
+use super::store::{HistoryRead, Identity, KeyRange, Op, OpResult, Store};
 
 /// Most requests applied in one batch.
 const MAX_BATCH: usize = 1024;
 /// Queue depth in front of the driver; callers wait (backpressure) when it is full.
 const QUEUE: usize = 4096;
+/// Events kept in memory for caught-up watchers.
+const RECENT_EVENTS: usize = 8192;
 
 /// The revisions watchers follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +135,7 @@ pub struct Core {
     revs: watch::Receiver<Revs>,
     db: Arc<Database>,
     identity: Identity,
+    recent: Arc<parking_lot::RwLock<Recent>>,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -170,14 +174,19 @@ impl Core {
         metrics.revision.set(revs.revision);
         metrics.compact_revision.set(revs.compact);
         metrics.leases.set(leases.len() as i64);
+        let recent = Arc::new(parking_lot::RwLock::new(Recent::new(
+            revs.revision,
+            RECENT_EVENTS,
+        )));
         let core = Core {
             tx,
             revs: rev_rx,
             db: store.db(),
             identity: store.identity(),
+            recent: recent.clone(),
             metrics: metrics.clone(),
         };
-        let task = tokio::spawn(drive(store, leases, rx, rev_tx, metrics, shutdown));
+        let task = tokio::spawn(drive(store, leases, rx, rev_tx, recent, metrics, shutdown));
         (core, task)
     }
 
@@ -217,6 +226,20 @@ impl Core {
     pub fn identity(&self) -> Identity {
         self.identity
     }
+
+    /// Events in `[from, to]` from memory, if the cache reaches back to `from`.
+    pub fn recent(
+        &self,
+        range: &KeyRange<'_>,
+        from: i64,
+        to: i64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Option<HistoryRead> {
+        self.recent
+            .read()
+            .read(range, from, to, max_events, max_bytes)
+    }
 }
 
 fn op_name(op: &Op) -> &'static str {
@@ -239,6 +262,7 @@ async fn drive(
     mut leases: Leases,
     mut rx: mpsc::Receiver<Cmd>,
     rev_tx: watch::Sender<Revs>,
+    recent: Arc<parking_lot::RwLock<Recent>>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
@@ -299,6 +323,8 @@ async fn drive(
                 return Err(e);
             }
         };
+        // Watchers find the batch's events in memory before they learn its revision.
+        recent.write().push(applied.events);
         if applied.committed {
             metrics.commits.inc();
             metrics

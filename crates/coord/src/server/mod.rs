@@ -16,6 +16,7 @@ mod error;
 pub mod grpc;
 pub mod harness;
 pub mod leases;
+mod recent;
 pub mod store;
 pub mod watch;
 
@@ -28,7 +29,6 @@ use std::time::Duration;
 use hastack_admin::{AdminHandler, AdminRequest, AdminResponse, HandlerFuture, SharedRegistry};
 use http::{Method, StatusCode};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -172,7 +172,6 @@ pub async fn start(
     }
     let limit = decode_limit(cfg.max_request_bytes);
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .max_concurrent_streams(cfg.max_streams_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -188,8 +187,12 @@ pub async fn start(
     info!(%addr, admin = ?admin, storage = ?storage, "hastack coord serving (one node, not a quorum)");
     let stop = inner.clone();
     let task = tokio::spawn(async move {
-        let serve =
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled());
+        // Nagle off on every accepted connection (the builder's `tcp_nodelay` only applies to
+        // listeners tonic binds itself): streamed answers (keep-alives, watch events) are
+        // small writes that Nagle and delayed ACKs would hold back ~40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serve = router.serve_with_incoming_shutdown(incoming, stop.cancelled());
         tokio::pin!(serve);
         let mut core_task = core_task;
         let result = tokio::select! {

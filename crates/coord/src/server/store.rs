@@ -138,6 +138,8 @@ pub struct Applied {
     pub compact_revision: i64,
     /// Header revision to report for each op (the revision right after it).
     pub revisions: Vec<i64>,
+    /// Every change of the batch, in order (for the watchers' in-memory cache).
+    pub events: Vec<(i64, Event)>,
 }
 
 /// Identity of the store, stable across restarts (etcd's cluster and member ids).
@@ -267,7 +269,7 @@ impl Store {
         let txn = self.db.begin_write().map_err(storage)?;
         let mut results = Vec::with_capacity(ops.len());
         let mut revisions = Vec::with_capacity(ops.len());
-        let (rev, compact, dirty);
+        let (rev, compact, dirty, events);
         {
             let mut w = Writer {
                 kv: txn.open_table(KV).map_err(storage)?,
@@ -279,6 +281,7 @@ impl Store {
                 compact: self.compact,
                 sub: 0,
                 dirty: false,
+                events: Vec::new(),
                 rng: &mut self.rng,
             };
             for op in ops {
@@ -299,6 +302,7 @@ impl Store {
             rev = w.rev;
             compact = w.compact;
             dirty = w.dirty;
+            events = std::mem::take(&mut w.events);
         }
         if dirty {
             txn.commit().map_err(storage)?;
@@ -315,6 +319,7 @@ impl Store {
             committed: dirty,
             compact_revision: compact,
             revisions,
+            events,
         })
     }
 }
@@ -333,6 +338,8 @@ struct Writer<'t, 'r> {
     sub: u32,
     /// Whether anything was written (a batch that wrote nothing is not committed).
     dirty: bool,
+    /// The changes recorded so far.
+    events: Vec<(i64, Event)>,
     rng: &'r mut fastrand::Rng,
 }
 
@@ -634,6 +641,7 @@ impl Writer<'_, '_> {
         self.hist
             .insert((rev, self.sub), ev.encode_to_vec().as_slice())
             .map_err(storage)?;
+        self.events.push((rev, ev));
         self.sub += 1;
         self.dirty = true;
         Ok(())
