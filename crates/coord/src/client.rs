@@ -228,10 +228,12 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let mut rng = fastrand::Rng::new();
         let mut attempt = 0u32;
+        let mut sent = false;
         loop {
             let err = match self.channel(deadline).await {
                 Err(e) => e,
                 Ok((url, ch)) => {
+                    sent = true;
                     let left = deadline.saturating_duration_since(Instant::now());
                     let cap = left.min(self.inner.options.attempt_timeout);
                     match tokio::time::timeout(cap, f(ch)).await {
@@ -263,10 +265,10 @@ impl Client {
             }
             if now >= deadline {
                 return Err(match err {
-                    Error::Unreachable { .. } => err,
+                    Error::Unreachable { .. } if !sent => err,
                     _ => Error::Deadline {
                         after: self.timeout,
-                        sent: kind == Kind::Write,
+                        sent,
                     },
                 });
             }
