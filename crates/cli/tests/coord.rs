@@ -286,6 +286,41 @@ async fn history_across_kill9_is_linearizable() {
     );
 }
 
+/// A lease survives a kill -9 of the store with a full TTL from the restart (never less), and
+/// then expires on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_survive_a_restart_with_a_full_ttl() {
+    let dir = Scratch::new("coord-lease-restart");
+    let mut coord = Coord::start(&dir, 0);
+    let c = client(&coord.endpoint(), Duration::from_secs(10));
+    let lease = c.grant(Duration::from_secs(3)).await.unwrap();
+    c.put("leased", "v", Some(lease.id)).await.unwrap();
+    // Let most of the TTL pass, then crash: without the restart rule the key would be gone
+    // about a second after the restart.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let crashed = Instant::now();
+    coord.crash_and_restart(&dir);
+    let info = c.time_to_live(lease.id, true).await.unwrap();
+    assert_eq!(info.granted, Duration::from_secs(3));
+    assert_eq!(info.keys, vec![b"leased".to_vec()]);
+    let mut w = c.watch(WatchSpec::key("leased")).await.unwrap();
+    let b = tokio::time::timeout(Duration::from_secs(30), w.next())
+        .await
+        .expect("the lease never expired after the restart")
+        .unwrap();
+    assert_eq!(b.events[0].kind, EventKind::Delete);
+    // The new process restored the lease with a full TTL when it started, after `crashed`.
+    let after = crashed.elapsed();
+    assert!(
+        after >= Duration::from_secs(3),
+        "expired {after:?} after the crash: less than a full TTL"
+    );
+    assert!(matches!(
+        c.keep_alive_once(lease.id).await,
+        Err(Error::LeaseNotFound(_))
+    ));
+}
+
 fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
