@@ -491,9 +491,15 @@ fn check_validates_the_coord_section() {
 
 #[test]
 fn the_example_config_is_valid() {
-    let (code, out, err) = common::check_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/coord.toml"));
+    let (code, out, err) = common::check_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/coord.toml"
+    ));
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("127.0.0.1:2379") && out.contains("admin on 127.0.0.1:9379"), "{out}");
+    assert!(
+        out.contains("127.0.0.1:2379") && out.contains("admin on 127.0.0.1:9379"),
+        "{out}"
+    );
 }
 
 /// A refused request leaves the store as it was; `Error::retry` says what may be retried.
