@@ -141,7 +141,7 @@ impl pb::watch_server::Watch for Liar {
         };
         let answers = vec![
             Ok(pb::WatchResponse {
-                header: header.clone(),
+                header,
                 created: true,
                 ..Default::default()
             }),
