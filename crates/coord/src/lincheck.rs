@@ -300,6 +300,32 @@ pub async fn register_client(
     }
 }
 
+/// Check a watch's delivery log against the writes: `seen` (key, revision) in the order the
+/// watch delivered them, `acked` the writes whose put was acknowledged, `attempted` every key
+/// a put was tried on (acknowledged or not: one with an unknown outcome may be seen). The
+/// watch must deliver in strictly increasing revision order (so nothing twice), every
+/// acknowledged write, and nothing that was never written. `Err` names the first breach.
+pub fn check_watch_delivery(
+    seen: &[(String, i64)],
+    acked: &[(String, i64)],
+    attempted: &std::collections::HashSet<String>,
+) -> Result<(), String> {
+    if let Some(w) = seen.windows(2).find(|w| w[0].1 >= w[1].1) {
+        return Err(format!(
+            "out of order or repeated: {:?} then {:?}",
+            w[0], w[1]
+        ));
+    }
+    let delivered: HashSet<&(String, i64)> = seen.iter().collect();
+    if let Some(lost) = acked.iter().find(|a| !delivered.contains(a)) {
+        return Err(format!("acknowledged write {lost:?} never delivered"));
+    }
+    if let Some(invented) = seen.iter().find(|(k, _)| !attempted.contains(k)) {
+        return Err(format!("event {invented:?} for a key never written"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +460,24 @@ mod tests {
                 key: "y".into(),
                 ops: 1
             }
+        );
+    }
+
+    #[test]
+    fn watch_delivery_breaches_are_named() {
+        let k = |s: &str, r: i64| (s.to_string(), r);
+        let attempted: HashSet<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let acked = vec![k("a", 2), k("b", 3)];
+        assert_eq!(
+            check_watch_delivery(&[k("a", 2), k("b", 3)], &acked, &attempted),
+            Ok(())
+        );
+        assert!(
+            check_watch_delivery(&[k("a", 2), k("a", 2), k("b", 3)], &acked, &attempted).is_err()
+        );
+        assert!(check_watch_delivery(&[k("b", 3)], &acked, &attempted).is_err());
+        assert!(
+            check_watch_delivery(&[k("a", 2), k("b", 3), k("z", 4)], &acked, &attempted).is_err()
         );
     }
 
