@@ -46,6 +46,13 @@ pub const COMPONENTS: &[Component] = &[
         section: hastack_chaos::scenario::SECTION,
         validate: hastack_chaos::scenario::check,
     },
+    Component {
+        section: hastack_coord::server::config::SECTION,
+        validate: |src| {
+            hastack_coord::server::config::load(src)
+                .map(|(c, w)| (hastack_coord::server::config::summary(&c), w))
+        },
+    },
 ];
 
 /// Validate one parsed source: every section present, plus unknown-section errors.

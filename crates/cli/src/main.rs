@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod app;
 mod chaos;
 mod check;
+mod coord;
 mod logging;
 mod proxy;
 mod signals;
@@ -56,6 +57,8 @@ enum Command {
     Check(check::Args),
     /// Run the tiny built-in app server (a backend for demos, tests and drills).
     App(app::Args),
+    /// Embedded single-node coordination store speaking the etcd v3 API (one node, not a quorum).
+    Coord(coord::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Vip(args) => vip::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Demo(args) => chaos::demo(args),
+        Command::Coord(args) => coord::run(args),
     };
     match result {
         Ok(code) => code,
