@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
+mod cache;
 mod chaos;
 mod check;
 mod logging;
@@ -56,6 +57,8 @@ enum Command {
     Check(check::Args),
     /// Run the tiny built-in app server (a backend for demos, tests and drills).
     App(app::Args),
+    /// The cache tier: the sharding Redis proxy (a dead shard is a miss, never a rehash).
+    Cache(cache::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Vip(args) => vip::run(args),
         Command::Chaos(args) => chaos::run(args),
         Command::Demo(args) => chaos::demo(args),
+        Command::Cache(args) => cache::run(args),
     };
     match result {
         Ok(code) => code,
