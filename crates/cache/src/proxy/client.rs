@@ -91,9 +91,10 @@ async fn normal(stream: &mut TcpStream, worker: &Worker, id: u64) -> Next {
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut parser = RequestParser::new();
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    let mut out = BytesMut::new();
-    // Answers that became ready during one wait, appended to `out` after it.
-    let mut staged = BytesMut::new();
+    // Answers ready to write, as received (no copy), and those that became ready during
+    // one wait, appended to `out` after it.
+    let mut out = OutQueue::default();
+    let mut staged = OutQueue::default();
     let mut closing = false;
     let mut eof = false;
     let mut subscribe: Option<Request> = None;
@@ -149,16 +150,11 @@ async fn normal(stream: &mut TcpStream, worker: &Worker, id: u64) -> Next {
             biased;
             () = sink.notify.notified() => {}
             () = poll_fn(|cx| drain_ready(worker, &mut pending, &mut staged, &sink, cx)), if !pending.is_empty() => {
-                if out.is_empty() {
-                    std::mem::swap(&mut out, &mut staged);
-                } else {
-                    out.extend_from_slice(&staged);
-                    staged.clear();
-                }
+                out.append(&mut staged);
             }
-            r = wr.write(&out), if !out.is_empty() => match r {
+            r = write_some(&mut wr, &out), if !out.is_empty() => match r {
                 Ok(n) if n > 0 => {
-                    let _ = out.split_to(n);
+                    out.advance(n);
                     sink.release(n);
                 }
                 _ => return Next::Close,
@@ -174,6 +170,68 @@ async fn normal(stream: &mut TcpStream, worker: &Worker, id: u64) -> Next {
             () = shutdown.cancelled(), if !closing => closing = true,
         }
     }
+}
+
+/// Answers waiting to be written, kept as the `Bytes` they arrived in and written with
+/// vectored writes, so a large answer is never copied.
+#[derive(Default)]
+struct OutQueue {
+    bufs: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl OutQueue {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.bufs.push_back(b);
+        }
+    }
+
+    fn append(&mut self, other: &mut OutQueue) {
+        self.len += other.len;
+        other.len = 0;
+        self.bufs.append(&mut other.bufs);
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `n` bytes were written.
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.bufs.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.bufs.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+/// One vectored write of up to 64 answers.
+async fn write_some(
+    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    out: &OutQueue,
+) -> std::io::Result<usize> {
+    let slices: Vec<std::io::IoSlice<'_>> = out
+        .bufs
+        .iter()
+        .take(64)
+        .map(|b| std::io::IoSlice::new(b))
+        .collect();
+    wr.write_vectored(&slices).await
 }
 
 enum Dispatched {
@@ -368,7 +426,7 @@ fn dead_shard(worker: &Worker, shard: usize, access: Access, args: &[Bytes]) -> 
 fn drain_ready(
     worker: &Worker,
     pending: &mut VecDeque<Pending>,
-    out: &mut BytesMut,
+    out: &mut OutQueue,
     sink: &Sink,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
@@ -384,7 +442,7 @@ fn drain_ready(
         if !sink.admit(bytes.len()) {
             return Poll::Ready(());
         }
-        out.extend_from_slice(&bytes);
+        out.push(bytes);
         moved = true;
     }
     if moved {

@@ -71,6 +71,8 @@ pub struct ServerMetrics {
     pub probe_failures: Counter,
     /// Health transitions (up <-> down).
     pub transitions: Counter,
+    /// For a master: its shard's `shard_up` gauge, which follows it.
+    pub shard_up: Option<Gauge>,
 }
 
 /// Every handle of the proxy.
@@ -174,6 +176,7 @@ impl Metrics {
                 errors: errors.get_or_create(&l).clone(),
                 up: shard_up.get_or_create(&l).clone(),
             });
+            let master_up = shard_up.get_or_create(&l).clone();
             let roles = std::iter::once((s.master, "master"))
                 .chain(s.replicas.iter().map(|&r| (r, "replica")));
             for (addr, role) in roles {
@@ -186,6 +189,7 @@ impl Metrics {
                     up: server_up.get_or_create(&l).clone(),
                     probe_failures: probe_failures.get_or_create(&l).clone(),
                     transitions: transitions.get_or_create(&l).clone(),
+                    shard_up: (role == "master").then(|| master_up.clone()),
                 });
             }
         }

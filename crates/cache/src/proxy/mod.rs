@@ -230,7 +230,7 @@ impl CacheProxy {
         }
         info!(
             listen = %listen,
-            admin = ?admin,
+            admin = %admin.map(|a| a.to_string()).unwrap_or_default(),
             shards = shared.shards.len(),
             workers = threads.len(),
             "cache proxy ready"

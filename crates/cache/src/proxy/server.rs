@@ -148,7 +148,11 @@ impl Server {
 
     fn log_transition(&self, t: Transition) {
         self.metrics.transitions.inc();
-        self.metrics.up.set(i64::from(t.to == State::Up));
+        let up = i64::from(t.to == State::Up);
+        self.metrics.up.set(up);
+        if let Some(g) = &self.metrics.shard_up {
+            g.set(up);
+        }
         let role = match self.role {
             Role::Master => "master",
             Role::Replica => "replica",
