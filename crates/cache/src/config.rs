@@ -757,8 +757,8 @@ fn explicit_slots(
             }
         }
         for (a, b) in ranges {
-            for slot in a..=b {
-                match owner[slot] {
+            for (slot, o) in owner.iter_mut().enumerate().take(b + 1).skip(a) {
+                match *o {
                     Some(prev) if usize::from(prev) != i => {
                         diags.error(
                             src,
@@ -770,7 +770,7 @@ fn explicit_slots(
                         );
                         return None;
                     }
-                    _ => owner[slot] = Some(i as u16),
+                    _ => *o = Some(i as u16),
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! `hastack check` on [cache] configs: valid ones summarised, mistakes located.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cache_support;
 
 use std::process::Command;

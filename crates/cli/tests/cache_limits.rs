@@ -1,6 +1,8 @@
 //! Bad input against `hastack cache proxy`: malformed and oversized RESP from clients and
 //! from servers, unknown commands, huge pipelines, and a client that never reads.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cache_support;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! transactions, pub/sub, AUTH, real clients (redis-cli, redis-benchmark, python3-redis),
 //! and a dead shard answering as a miss without any rehash.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cache_support;
 
 use std::process::Command;

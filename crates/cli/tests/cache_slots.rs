@@ -2,6 +2,8 @@
 //! cluster mode (`CLUSTER KEYSLOT`) for thousands of random keys, brace edge cases
 //! included, against `hastack_cache::slot::key_slot`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cache_support;
 
 use cache_support::*;

@@ -255,7 +255,7 @@ mod tests {
             Scanner::new().scan(b"%2\r\n", &limits),
             Err(ProtocolError::TooManyElements { len: 4, max: 3 })
         ));
-        let mut many = b"*3\r\n".repeat(1);
+        let mut many = b"*3\r\n".to_vec();
         many.extend(std::iter::repeat_n(b'+', 200));
         assert!(Scanner::new().scan(&many, &limits).is_err());
         // Deep nesting is refused, not recursed into.

@@ -20,6 +20,8 @@
 //! for it; every malformed input is a [`ProtocolError`] naming the problem, never a panic.
 
 mod frame;
+#[cfg(test)]
+mod props;
 mod request;
 mod value;
 pub mod write;
