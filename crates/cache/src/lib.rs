@@ -12,7 +12,11 @@
 //!   replicas) where **a dead shard is a miss, never a rehash**; [`config`] is its
 //!   `[cache.proxy]` section.
 //!
-//! Deliberately not here (yet): the failover manager and its Sentinel face, which need the
+//! * [`failover`]: the failover manager's pure decision machine (sdown, odown by quorum, one
+//!   promotion per epoch owned through the coordination store, Sentinel's replica order),
+//!   property-tested; its driver (probes, `coord`, the Sentinel face) is phase 2.
+//!
+//! Deliberately not here (yet): the manager's driver and its Sentinel face, which need the
 //! `coord` crate's leases and fencing tokens (see docs/cache.md, "Phase 2 design"). The
 //! proxy follows a static slot map and static masters; it never promotes anything.
 //!
@@ -21,6 +25,7 @@
 
 pub mod command;
 pub mod config;
+pub mod failover;
 pub mod proxy;
 pub mod resp;
 pub mod route;

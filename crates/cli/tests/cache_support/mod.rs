@@ -83,10 +83,11 @@ where
     }
 }
 
-/// Next candidate port: a range of 400 per process, spread by pid over 20000-59999.
+/// Next candidate port: a range of 400 per process, spread by pid over 20000-43999, so
+/// that a cluster-mode server's bus port (port + 10000) stays below 54000.
 fn next_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 100) as u16 * 400;
+    let base = 20000 + (std::process::id() % 60) as u16 * 400;
     base + NEXT.fetch_add(1, Ordering::Relaxed) % 400
 }
 
