@@ -390,11 +390,7 @@ mod tests {
     use super::*;
 
     fn req(text: &str) -> Request {
-        Request::from_args(
-            text.split(' ')
-                .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-                .collect(),
-        )
+        Request::words(text)
     }
 
     fn reply(step: Step) -> String {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cache_support;
+mod common;
 
 use std::process::Command;
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cache_support;
+mod common;
 
 use std::time::Duration;
 

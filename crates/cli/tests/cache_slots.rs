@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cache_support;
+mod common;
 
 use cache_support::*;
 use hastack_cache::resp::Value;

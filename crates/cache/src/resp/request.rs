@@ -25,6 +25,16 @@ impl Request {
         }
     }
 
+    /// A request from space-separated words (tests).
+    #[cfg(test)]
+    pub(crate) fn words(text: &str) -> Request {
+        Request::from_args(
+            text.split(' ')
+                .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+                .collect(),
+        )
+    }
+
     /// The command name as sent (any case).
     pub fn name(&self) -> &[u8] {
         self.args.first().map_or(&[][..], |a| &a[..])
@@ -192,6 +202,14 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+/// Past the closing quote at `i`, which must be followed by a space or the end.
+fn close_quote(line: &[u8], i: usize) -> Result<usize, ProtocolError> {
+    if line.get(i + 1).is_some_and(|&b| !is_space(b)) {
+        return Err(ProtocolError::UnbalancedQuotes);
+    }
+    Ok(i + 1)
+}
+
 /// Redis's `sdssplitargs`: words separated by spaces; `"..."` with C escapes (`\n`, `\xHH`,
 /// ...) and `'...'` with `\'`; a closing quote must be followed by a space or the end.
 pub(crate) fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
@@ -237,10 +255,7 @@ pub(crate) fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                             i += 2;
                         }
                         Some(b'"') => {
-                            if line.get(i + 1).is_some_and(|&b| !is_space(b)) {
-                                return Err(ProtocolError::UnbalancedQuotes);
-                            }
-                            i += 1;
+                            i = close_quote(line, i)?;
                             break;
                         }
                         Some(&c) => {
@@ -260,10 +275,7 @@ pub(crate) fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                             i += 2;
                         }
                         Some(b'\'') => {
-                            if line.get(i + 1).is_some_and(|&b| !is_space(b)) {
-                                return Err(ProtocolError::UnbalancedQuotes);
-                            }
-                            i += 1;
+                            i = close_quote(line, i)?;
                             break;
                         }
                         Some(&c) => {
