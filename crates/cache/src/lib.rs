@@ -14,7 +14,9 @@
 //!
 //! * [`failover`]: the failover manager's pure decision machine (sdown, odown by quorum, one
 //!   promotion per epoch owned through the coordination store, Sentinel's replica order),
-//!   property-tested; its driver (probes, `coord`, the Sentinel face) is phase 2.
+//!   property-tested; its driver (probes, `coord`) is phase 2.
+//! * [`sentinel`]: the manager's Sentinel protocol face (`SENTINEL get-master-addr-by-name`,
+//!   `masters`, `replicas`, ..., and Sentinel's pub/sub events), served from a view.
 //!
 //! Deliberately not here (yet): the manager's driver and its Sentinel face, which need the
 //! `coord` crate's leases and fencing tokens (see docs/cache.md, "Phase 2 design"). The
@@ -29,6 +31,7 @@ pub mod failover;
 pub mod proxy;
 pub mod resp;
 pub mod route;
+pub mod sentinel;
 pub mod session;
 pub mod slot;
 pub mod slotmap;
