@@ -194,12 +194,23 @@ async fn serve(
 ) -> Failure {
     let (mut rd, mut wr) = stream.split();
     let mut closed = false;
+    // One timer for the oldest request's deadline, moved only when that deadline changes
+    // (a new timer per wait would cost a timer-wheel registration per batch).
+    let far = || Instant::now() + Duration::from_secs(24 * 3600);
+    let mut armed: Option<Instant> = None;
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(far()));
     loop {
         if closed && inflight.is_empty() {
             return Failure::Lost("proxy shutting down".into());
         }
         let deadline = inflight.front().map(|f| f.queued + cfg.timeout);
-        rbuf.reserve(16 * 1024);
+        if deadline != armed {
+            armed = deadline;
+            timer.as_mut().reset(deadline.unwrap_or_else(far));
+        }
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
         tokio::select! {
             biased;
             r = rd.read_buf(rbuf) => {
@@ -249,15 +260,8 @@ async fn serve(
                     None => closed = true,
                 }
             }
-            () = sleep_until(deadline), if deadline.is_some() => return Failure::Timeout,
+            () = &mut timer, if armed.is_some() => return Failure::Timeout,
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -98,7 +98,11 @@ async fn normal(stream: &mut TcpStream, worker: &Worker, id: u64) -> Next {
     let mut closing = false;
     let mut eof = false;
     let mut subscribe: Option<Request> = None;
+    // Registered once for the connection's life, not once per wait: each registration
+    // takes a lock.
     let shutdown = shared.shutdown.clone();
+    let mut shutdown = std::pin::pin!(shutdown.cancelled());
+    let mut over_limit = std::pin::pin!(sink.notify.notified());
     loop {
         while !closing
             && subscribe.is_none()
@@ -146,9 +150,13 @@ async fn normal(stream: &mut TcpStream, worker: &Worker, id: u64) -> Next {
             && subscribe.is_none()
             && pending.len() < limits.max_pipeline
             && out.len() < OUT_HIGH_WATER;
+        // Read into at least 16 KiB of room: `read_buf` on a full buffer reads 64 bytes.
+        if inbuf.capacity() - inbuf.len() < 4096 {
+            inbuf.reserve(16 * 1024);
+        }
         tokio::select! {
             biased;
-            () = sink.notify.notified() => {}
+            () = &mut over_limit, if !sink.over() => {}
             () = poll_fn(|cx| drain_ready(worker, &mut pending, &mut staged, &sink, cx)), if !pending.is_empty() => {
                 out.append(&mut staged);
             }
@@ -167,7 +175,7 @@ async fn normal(stream: &mut TcpStream, worker: &Worker, id: u64) -> Next {
                     return Next::Close;
                 }
             },
-            () = shutdown.cancelled(), if !closing => closing = true,
+            () = &mut shutdown, if !closing => closing = true,
         }
     }
 }
