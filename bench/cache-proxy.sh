@@ -45,6 +45,8 @@ start_redis() { # port (daemonized: no job-control noise when the dead-shard che
   taskset -c "$LOAD_CPU" redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$WORK" --logfile "$WORK/redis-$1.log" --daemonize yes --pidfile "$WORK/redis-$1.pid"
   wait_port 127.0.0.1 "$1"
+  # Redis writes its pid file after it starts listening: wait for it too.
+  for _ in $(seq 1 500); do [ -s "$WORK/redis-$1.pid" ] && break; sleep 0.01; done
   local pid
   pid=$(cat "$WORK/redis-$1.pid")
   PIDS+=("$pid")
