@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs the system packages the tests need
-# (real peers: haproxy, nginx, keepalived, etcd and etcdctl; iptables/iproute2 for network namespaces), checks
+# (real peers: haproxy, nginx, keepalived, etcd and etcdctl, redis-server, nutcracker; iptables/iproute2 for network namespaces), checks
 # formatting and lints, then runs every test. Must run as root on Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-PACKAGES=(haproxy nginx-light keepalived iptables iproute2 iputils-ping iputils-arping procps psmisc curl etcd-server etcd-client)
+PACKAGES=(haproxy nginx-light keepalived iptables iproute2 iputils-ping iputils-arping procps psmisc curl
+  etcd-server etcd-client redis-server redis-tools nutcracker python3-redis)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -43,6 +43,10 @@ pub const COMPONENTS: &[Component] = &[
         validate: |src| hastack_vip::load(src).map(|(c, w)| (hastack_vip::summary(&c), w)),
     },
     Component {
+        section: hastack_cache::config::SECTION,
+        validate: hastack_cache::config::check,
+    },
+    Component {
         section: hastack_chaos::scenario::SECTION,
         validate: hastack_chaos::scenario::check,
     },

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
+mod cache;
 mod chaos;
 mod check;
 mod coord;
@@ -59,6 +60,8 @@ enum Command {
     App(app::Args),
     /// Embedded single-node coordination store speaking the etcd v3 API (one node, not a quorum).
     Coord(coord::Args),
+    /// The cache tier: the sharding Redis proxy (a dead shard is a miss, never a rehash).
+    Cache(cache::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Chaos(args) => chaos::run(args),
         Command::Demo(args) => chaos::demo(args),
         Command::Coord(args) => coord::run(args),
+        Command::Cache(args) => cache::run(args),
     };
     match result {
         Ok(code) => code,
