@@ -46,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .await
         .context("cannot start the proxy")?;
+        announce(&proxy);
         let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
         let terminate = crate::signals::wait_for_termination();
         tokio::pin!(terminate);
@@ -66,4 +67,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per bound socket on stdout, for scripts and tests that let the kernel pick ports
+/// (`listen = "127.0.0.1:0"`); the admin line comes last, so a reader knows it has them all.
+#[allow(clippy::print_stdout, reason = "the bound addresses are part of the command's output")]
+fn announce(proxy: &Proxy) {
+    for (name, a) in proxy.listener_addrs() {
+        println!("listener {name} listening on {a}");
+    }
+    if let Some(a) = proxy.admin_addr() {
+        println!("admin listening on {a}");
+    }
 }

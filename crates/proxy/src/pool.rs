@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{MemberSpec, PoolSpec};
+use crate::failure::{Failure, Penalty};
 use crate::metrics::{MemberMetrics, PoolMetrics};
 use crate::upstream::ConnPool;
 
@@ -258,10 +259,29 @@ impl Member {
         }
     }
 
-    /// A try failed with a 5xx or a gateway error; `may_eject` per the pool's cap.
-    pub fn gateway_error(&self, now: Instant, may_eject: bool) {
-        self.errors_pending.store(true, Ordering::Relaxed);
-        self.report(now, Event::GatewayError { may_eject });
+    /// A try on this member failed (HTTP or TCP alike): count it and apply the ejection
+    /// rules of [`Failure::penalty`]: nothing unless the member is to blame; down at once
+    /// for a refused connection; otherwise one gateway error towards outlier ejection, within
+    /// the pool's cap on ejected members.
+    pub fn record(&self, now: Instant, failure: &Failure) {
+        let event = match failure.penalty() {
+            Penalty::None => return,
+            Penalty::Down => Event::ConnectFailed,
+            Penalty::Error => {
+                self.errors_pending.store(true, Ordering::Relaxed);
+                Event::GatewayError {
+                    may_eject: self.may_eject(),
+                }
+            }
+        };
+        self.metrics.error(failure);
+        self.report(now, event);
+    }
+
+    /// Whether the pool that owns this member can afford one more ejection.
+    fn may_eject(&self) -> bool {
+        let pool = self.pool.lock().upgrade();
+        pool.is_none_or(|p| p.may_eject())
     }
 
     /// Let time pass: ends an ejection whose time is up.

@@ -1,5 +1,5 @@
-//! Upstream connections: dialing members, our own keep-alive pool, and the [`Lease`] that
-//! settles a try when its response body ends.
+//! Upstream connections: dialing members (and classifying why a dial failed) and our own
+//! keep-alive pool. (The try that uses a connection is a [`crate::lease::Lease`].)
 //!
 //! Why our own pool instead of hyper-util's legacy client: we need to drop a member's idle
 //! connections the moment it goes down (a stale keep-alive connection to a dead member is a
@@ -18,7 +18,6 @@
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -26,8 +25,8 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::failure::{Blame, ErrorKind, Failure, Retry};
 use crate::h1::Conn;
-use crate::pool::Member;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -61,10 +60,42 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether the error proves nothing is serving at the address (as opposed to slowness).
-    pub fn proves_dead(&self) -> bool {
-        matches!(self, ConnectError::Refused | ConnectError::Reset)
+    /// This error as the failure of a try. Nothing was sent, so any request may go to
+    /// another member. A refusal or reset proves nothing serves at the address; a timeout or
+    /// an unreachable network is the member's (or its network's) problem; running out of
+    /// file descriptors, ports or buffers is this process's, and never counts against the
+    /// member.
+    pub fn failure(&self) -> Failure {
+        let (kind, blame) = match self {
+            ConnectError::Refused | ConnectError::Reset => {
+                (ErrorKind::ConnectRefused, Blame::Upstream)
+            }
+            ConnectError::Timeout(_) => (ErrorKind::ConnectTimeout, Blame::Upstream),
+            ConnectError::Io(e) if is_local(e) => (ErrorKind::ConnectFailed, Blame::Local),
+            ConnectError::Io(_) => (ErrorKind::ConnectFailed, Blame::Upstream),
+        };
+        Failure {
+            kind,
+            blame,
+            retry: Retry::Unsent,
+        }
     }
+}
+
+/// Whether a socket error is this process's or host's own shortage (not the member's).
+fn is_local(e: &io::Error) -> bool {
+    // Out of descriptors (process or system), buffers, memory, or local ports.
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EADDRNOTAVAIL
+                | libc::EADDRINUSE
+        )
+    )
 }
 
 fn classify(e: io::Error) -> ConnectError {
@@ -200,97 +231,4 @@ impl ConnPool {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// One try's hold on a member: counted in flight until dropped; if marked reusable before
-/// the drop, its connection goes back to the idle pool.
-pub struct Lease {
-    member: Arc<Member>,
-    conn: Option<Conn>,
-    epoch: u64,
-    reusable: bool,
-    /// When the response head arrived: stands in for "now" when the connection goes back
-    /// to the pool (the idle timeout does not need better than that, and it saves a clock
-    /// read per request).
-    answered: Option<Instant>,
-    /// The member's waiting-age token while the try waits for its answer's head.
-    waiting: Option<u64>,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("member", &self.member.name())
-            .finish()
-    }
-}
-
-impl Lease {
-    /// Start a try on `member` at `now`: counts it in flight and waiting for an answer.
-    pub fn begin(member: Arc<Member>, epoch: u64, now: Instant) -> Lease {
-        member.load.begin();
-        let waiting = Some(member.load.waiting(now));
-        member.metrics.inflight.inc();
-        Lease {
-            member,
-            conn: None,
-            epoch,
-            reusable: false,
-            answered: None,
-            waiting,
-        }
-    }
-
-    /// The try's answer (its head) arrived, or the try ended without one.
-    pub fn answered(&mut self) {
-        if let Some(t) = self.waiting.take() {
-            self.member.load.answered(t);
-        }
-    }
-
-    /// The member.
-    pub fn member(&self) -> &Arc<Member> {
-        &self.member
-    }
-
-    /// Attach the connection the try uses, once its response head arrived at `at`.
-    pub fn attach(&mut self, conn: Conn, at: Instant) {
-        self.answered();
-        self.conn = Some(conn);
-        self.answered = Some(at);
-    }
-
-    /// The attached connection.
-    pub fn conn_mut(&mut self) -> Option<&mut Conn> {
-        self.conn.as_mut()
-    }
-
-    /// Take the attached connection (for an upgrade).
-    pub fn take_conn(&mut self) -> Option<Conn> {
-        self.conn.take()
-    }
-
-    /// The member failed in the middle of a response body (nothing can be retried then).
-    pub fn upstream_failed_mid_body(&self) {
-        self.member.metrics.err_reset.inc();
-    }
-
-    /// The response ended cleanly: the connection may be reused.
-    pub fn mark_reusable(&mut self) {
-        self.reusable = true;
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.answered();
-        self.member.load.end();
-        self.member.metrics.inflight.dec();
-        if self.reusable {
-            if let Some(conn) = self.conn.take() {
-                let at = self.answered.unwrap_or_else(Instant::now);
-                self.member.conns.checkin(conn, self.epoch, at);
-            }
-        }
-    }
 }
