@@ -29,6 +29,7 @@ pub mod guards;
 pub mod h1;
 pub mod http;
 pub mod lease;
+pub mod member;
 pub mod metrics;
 pub mod pool;
 pub mod reply;

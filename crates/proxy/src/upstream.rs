@@ -232,3 +232,159 @@ impl ConnPool {
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::{Blame, ErrorKind, Failure, Retry};
+    use crate::lease::Lease;
+    use hastack_core::health::Event;
+    use tokio::net::TcpListener;
+
+    /// A connected pair on loopback: our side as a `Conn`, and the member's side.
+    async fn pair(l: &TcpListener) -> (Conn, TcpStream) {
+        let ours = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (theirs, _) = l.accept().await.unwrap();
+        (Conn::new(ours), theirs)
+    }
+
+    #[tokio::test]
+    async fn no_pooled_connection_is_reused_across_a_members_failure() {
+        let p = crate::pool::tests::pool(
+            "members = [\"127.0.0.1:9001\"]\nslow_start = \"0s\"\n[proxy.pools.p.health]\nrise = 1",
+        );
+        let m = &p.members[0];
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let now = Instant::now();
+        let e0 = m.epoch();
+        // While the member is up, a pooled connection is handed out again.
+        let (a, _a) = pair(&l).await;
+        m.conns.checkin(a, e0, now);
+        assert!(m.conns.checkout(e0, now).is_some());
+        // When it fails, one connection is idle and one is held by a try in flight.
+        let (b, _b) = pair(&l).await;
+        m.conns.checkin(b, e0, now);
+        let (c, _c) = pair(&l).await;
+        let mut lease = Lease::begin(m.clone(), e0, now);
+        lease.attach(c, now);
+        lease.mark_reusable();
+        let refused = Failure {
+            kind: ErrorKind::ConnectRefused,
+            blame: Blame::Upstream,
+            retry: Retry::Unsent,
+        };
+        m.record(now, &refused);
+        let e1 = m.epoch();
+        assert!(e1 > e0, "a failure starts a new epoch");
+        assert_eq!(
+            m.conns.idle_count(),
+            0,
+            "idle connections are closed at once"
+        );
+        // The try in flight ends cleanly after the failure: its connection is returned
+        // under its old epoch...
+        drop(lease);
+        // ...and the member comes back: still never handed out.
+        m.report(now, Event::ProbeOk);
+        assert_eq!(m.state(), hastack_core::health::State::Up);
+        assert_eq!(m.epoch(), e1, "coming back does not need a new epoch");
+        assert!(m.conns.checkout(m.epoch(), now).is_none());
+        assert_eq!(
+            m.conns.idle_count(),
+            0,
+            "the stale one was closed on the way"
+        );
+        // Connections of the new epoch are reused as usual.
+        let (d, _d) = pair(&l).await;
+        m.conns.checkin(d, e1, now);
+        assert!(m.conns.checkout(e1, now).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_expire_and_the_limits_hold() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = ConnPool::new(1, 2, Duration::from_secs(20));
+        let mut theirs = Vec::new();
+        for _ in 0..3 {
+            let (c, t) = pair(&l).await;
+            theirs.push(t);
+            pool.checkin(c, 0, Instant::now());
+        }
+        assert_eq!(pool.idle_count(), 2, "at most max_idle per worker");
+        tokio::time::advance(Duration::from_secs(19)).await;
+        let c = pool.checkout(0, Instant::now()).expect("still fresh");
+        pool.checkin(c, 0, Instant::now());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        // The one checked in 20 s ago is too old now; so is the other.
+        assert!(pool.checkout(0, Instant::now()).is_none());
+        assert_eq!(pool.idle_count(), 0);
+        // A lowered limit trims at the next sweep, oldest first; the timeout too.
+        for _ in 0..2 {
+            let (c, t) = pair(&l).await;
+            theirs.push(t);
+            pool.checkin(c, 0, Instant::now());
+        }
+        pool.set_limits(1, Duration::from_secs(20));
+        pool.sweep(Instant::now());
+        assert_eq!(pool.idle_count(), 1);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        pool.sweep(Instant::now());
+        assert_eq!(pool.idle_count(), 0);
+        // max_idle 0 keeps nothing.
+        pool.set_limits(0, Duration::from_secs(20));
+        let (c, _t) = pair(&l).await;
+        pool.checkin(c, 0, Instant::now());
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_member_closed_is_skipped() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = ConnPool::new(1, 4, Duration::from_secs(20));
+        let (c, theirs) = pair(&l).await;
+        pool.checkin(c, 0, Instant::now());
+        drop(theirs);
+        // The close reaches the worker's event loop (an event, awaited with a bound):
+        // from then on the connection is never handed out.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match pool.checkout(0, Instant::now()) {
+                None => break,
+                Some(c) => {
+                    assert!(Instant::now() < deadline, "the close was never noticed");
+                    pool.checkin(c, 0, Instant::now());
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[test]
+    fn connect_errors_blame_the_right_party() {
+        let f = ConnectError::Refused.failure();
+        assert_eq!(
+            (f.kind, f.blame),
+            (ErrorKind::ConnectRefused, Blame::Upstream)
+        );
+        let f = ConnectError::Timeout(Duration::from_secs(1)).failure();
+        assert_eq!(
+            (f.kind, f.blame),
+            (ErrorKind::ConnectTimeout, Blame::Upstream)
+        );
+        let f = ConnectError::Io(io::Error::from_raw_os_error(libc::EMFILE)).failure();
+        assert_eq!((f.kind, f.blame), (ErrorKind::ConnectFailed, Blame::Local));
+        let f = ConnectError::Io(io::Error::from_raw_os_error(libc::EHOSTUNREACH)).failure();
+        assert_eq!(
+            (f.kind, f.blame),
+            (ErrorKind::ConnectFailed, Blame::Upstream)
+        );
+        for e in [
+            ConnectError::Refused,
+            ConnectError::Reset,
+            ConnectError::Timeout(Duration::ZERO),
+        ] {
+            assert_eq!(e.failure().retry, Retry::Unsent, "nothing was sent: {e}");
+        }
+    }
+}
