@@ -48,7 +48,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Print the bound address on stdout, for scripts and tests that let the kernel pick the
 /// port (`--listen 127.0.0.1:0`).
-#[allow(clippy::print_stdout, reason = "the bound address is part of the command's output")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the bound address is part of the command's output"
+)]
 fn announce(addr: SocketAddr) {
     println!("listening on {addr}");
 }

@@ -71,7 +71,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// One line per bound socket on stdout, for scripts and tests that let the kernel pick ports
 /// (`listen = "127.0.0.1:0"`); the admin line comes last, so a reader knows it has them all.
-#[allow(clippy::print_stdout, reason = "the bound addresses are part of the command's output")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the bound addresses are part of the command's output"
+)]
 fn announce(proxy: &Proxy) {
     for (name, a) in proxy.listener_addrs() {
         println!("listener {name} listening on {a}");

@@ -589,6 +589,78 @@ members = [{f}]
     assert_eq!(get(listen, "/other").await.status, 200);
 }
 
+/// A static fallback covering `timeout` replaces the proxy's own timeouts, never a member's
+/// own 504 (retried, then passed on when no member was left): that one is an upstream
+/// error, answered by the fallback only with `upstream_error = true` (docs/guards.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_own_504_is_not_taken_for_the_proxys_timeout() {
+    let b0 = Backend::start("b0").await;
+    let cfg = format!(
+        r#"
+[proxy]
+workers = 1
+[proxy.admin]
+listen = "127.0.0.1:0"
+[[proxy.listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+[[proxy.listeners.routes]]
+name = "strict"
+host = "strict.test"
+pool = "app"
+[proxy.listeners.routes.fallback]
+status = 200
+body = "sorry"
+on = ["timeout"]
+[[proxy.listeners.routes]]
+name = "lenient"
+host = "lenient.test"
+pool = "app"
+[proxy.listeners.routes.fallback]
+status = 200
+body = "sorry"
+on = ["timeout"]
+upstream_error = true
+[proxy.pools.app]
+members = [{m}]
+try_timeout = "200ms"
+request_timeout = "1s"
+"#,
+        m = member(&b0),
+    );
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
+    let ask = |host: &'static str, path: &'static str| async move {
+        http_full(listen, "GET", path, host, &[]).await.unwrap()
+    };
+    // The member's own 504, retried (504 is in on_status) until no member is left.
+    let a = ask("strict.test", "/status/504").await;
+    assert_eq!(
+        (
+            a.status,
+            a.header("x-hastack-error"),
+            a.header("x-hastack-fallback")
+        ),
+        (504, "upstream_status", ""),
+        "{a:?}"
+    );
+    let a = ask("lenient.test", "/status/504").await;
+    assert_eq!(
+        (a.status, a.body.as_str(), a.header("x-hastack-fallback")),
+        (200, "sorry", "upstream_error"),
+        "{a:?}"
+    );
+    // The proxy's own timeout is what `timeout` covers, on both routes.
+    for host in ["strict.test", "lenient.test"] {
+        let a = ask(host, "/delay/2000").await;
+        assert_eq!(
+            (a.status, a.body.as_str(), a.header("x-hastack-fallback")),
+            (200, "sorry", "timeout"),
+            "{host}: {a:?}"
+        );
+    }
+}
+
 #[test]
 fn invalid_guard_config_is_rejected_by_check_with_locations() {
     let (code, _, err) = check_text(

@@ -9,9 +9,12 @@
 //! * [`server`]: worker threads, one single-threaded runtime each, with `SO_REUSEPORT`
 //!   sockets; they accept and drive client connections.
 //! * [`http`] / [`tcp`]: per-request (per-session) forwarding, retries, passive health.
-//! * [`pool`]: members (health machine, load, idle connections) and pools (picking
-//!   snapshot, retry budget, backup and panic modes).
-//! * [`upstream`]: dialing and our own keep-alive pool.
+//! * [`failure`]: failures as values and the pure retry and ejection rules; [`reply`]: the
+//!   proxy's own answers.
+//! * [`member`] (health machine, load, idle connections) and [`pool`] (picking snapshot,
+//!   retry budget, backup and panic modes).
+//! * [`upstream`]: dialing and our own keep-alive pool; [`lease`]: a try's hold on a
+//!   member; [`h1`]: the upstream HTTP/1.1 client; [`body`]: the response body.
 //! * [`runtime`]: one configuration generation; reload builds a new one, carrying members
 //!   and guard state over, and swaps it in atomically.
 //! * [`guards`]: how the data plane applies `hastack-guard`'s route guards (rate limits,

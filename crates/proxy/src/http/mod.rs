@@ -1,7 +1,7 @@
 //! The HTTP data plane: route a request, pass its guards, forward it through a pool.
 //!
 //! One job per file: [`handle`] (this file: listener, routing, the guards around forwarding,
-//! the access log), [`forward`] (the retry loop), [`attempt`] (one try), [`request`] (what is
+//! the access log), [`mod@forward`] (the retry loop), [`attempt`] (one try), [`request`] (what is
 //! sent upstream), [`headers`] (header rewriting and what routing and hashing read),
 //! [`response`] (what the client gets back), [`conn_info`] (who the client is). The retry and
 //! ejection rules are values and pure functions in [`crate::failure`].
