@@ -29,8 +29,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        // Installed before the address is announced (see signals::termination).
+        let terminate = crate::signals::termination();
         tokio::spawn(async move {
-            crate::signals::wait_for_termination().await;
+            terminate.await;
             stop.cancel();
         });
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -36,6 +36,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the control runtime")?;
     rt.block_on(async move {
+        // Signal handlers first: a SIGHUP or SIGTERM sent as soon as the proxy announces its
+        // addresses must reload or drain it, not kill it.
+        let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let terminate = crate::signals::termination();
+        tokio::pin!(terminate);
         let registry = Arc::new(Mutex::new(Registry::default()));
         let proxy = Proxy::start(
             spec,
@@ -47,9 +52,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot start the proxy")?;
         announce(&proxy);
-        let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-        let terminate = crate::signals::wait_for_termination();
-        tokio::pin!(terminate);
         loop {
             tokio::select! {
                 _ = &mut terminate => break,
