@@ -29,17 +29,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        // Installed before the address is announced (see signals::termination).
+        let terminate = crate::signals::termination();
         tokio::spawn(async move {
-            crate::signals::wait_for_termination().await;
+            terminate.await;
             stop.cancel();
         });
-        let config = hastack_app::AppConfig {
-            name: args.name.unwrap_or_else(|| args.listen.to_string()),
-            listen: args.listen,
-        };
-        hastack_app::run(config, shutdown)
+        let listener = tokio::net::TcpListener::bind(args.listen)
             .await
-            .with_context(|| format!("app server on {}", args.listen))
+            .with_context(|| format!("cannot bind {}", args.listen))?;
+        let local = listener.local_addr()?;
+        announce(local);
+        let name = args.name.unwrap_or_else(|| local.to_string());
+        hastack_app::serve(listener, &name, shutdown)
+            .await
+            .with_context(|| format!("app server on {local}"))
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Print the bound address on stdout, for scripts and tests that let the kernel pick the
+/// port (`--listen 127.0.0.1:0`).
+#[allow(
+    clippy::print_stdout,
+    reason = "the bound address is part of the command's output"
+)]
+fn announce(addr: SocketAddr) {
+    println!("listening on {addr}");
 }

@@ -36,6 +36,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the control runtime")?;
     rt.block_on(async move {
+        // Signal handlers first: a SIGHUP or SIGTERM sent as soon as the proxy announces its
+        // addresses must reload or drain it, not kill it.
+        let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+        let terminate = crate::signals::termination();
+        tokio::pin!(terminate);
         let registry = Arc::new(Mutex::new(Registry::default()));
         let proxy = Proxy::start(
             spec,
@@ -46,9 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
         .await
         .context("cannot start the proxy")?;
-        let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-        let terminate = crate::signals::wait_for_termination();
-        tokio::pin!(terminate);
+        announce(&proxy);
         loop {
             tokio::select! {
                 _ = &mut terminate => break,
@@ -66,4 +69,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per bound socket on stdout, for scripts and tests that let the kernel pick ports
+/// (`listen = "127.0.0.1:0"`); the admin line comes last, so a reader knows it has them all.
+#[allow(
+    clippy::print_stdout,
+    reason = "the bound addresses are part of the command's output"
+)]
+fn announce(proxy: &Proxy) {
+    for (name, a) in proxy.listener_addrs() {
+        println!("listener {name} listening on {a}");
+    }
+    if let Some(a) = proxy.admin_addr() {
+        println!("admin listening on {a}");
+    }
 }

@@ -4,8 +4,22 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// Resolve on SIGTERM or SIGINT (Ctrl-C).
 pub async fn wait_for_termination() {
+    termination().await;
+}
+
+/// Install the SIGTERM and SIGINT handlers now (so a signal that arrives before the future
+/// is first polled is not the default action: death without a drain); the future resolves
+/// on either. Call it before announcing readiness.
+pub fn termination() -> impl std::future::Future<Output = ()> {
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
+    wait(term, int)
+}
+
+async fn wait(
+    term: std::io::Result<tokio::signal::unix::Signal>,
+    int: std::io::Result<tokio::signal::unix::Signal>,
+) {
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {

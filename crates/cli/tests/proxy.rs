@@ -24,10 +24,9 @@ async fn setup(n: usize, pool_extra: &str, extra: &str) -> Setup {
     for i in 0..n {
         backends.push(Backend::start(&format!("b{i}")).await);
     }
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let cfg = proxy_config(listen, admin, &backends, pool_extra, extra);
-    let proxy = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let cfg = proxy_config(&backends, pool_extra, extra);
+    let proxy = ProxyProc::start(&cfg).await;
+    let listen = proxy.listener("web");
     Setup {
         backends,
         proxy,
@@ -35,13 +34,7 @@ async fn setup(n: usize, pool_extra: &str, extra: &str) -> Setup {
     }
 }
 
-fn proxy_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    backends: &[Backend],
-    pool_extra: &str,
-    extra: &str,
-) -> String {
+fn proxy_config(backends: &[Backend], pool_extra: &str, extra: &str) -> String {
     let members: Vec<String> = backends
         .iter()
         .map(|b| format!("{{ addr = \"{}\", name = \"{}\" }}", b.addr, b.name))
@@ -51,10 +44,10 @@ fn proxy_config(
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "web"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 pool = "app"
 [proxy.pools.app]
 members = [{members}]
@@ -108,7 +101,7 @@ async fn kill9_under_load_fails_nothing_and_dead_member_gets_no_request_once_dow
     let m = s.proxy.metrics().await;
     let connect_errors = metric(
         &m,
-        "hastack_proxy_member_errors_total{pool=\"app\",member=\"b1\",kind=\"connect\"}",
+        "hastack_proxy_member_errors_total{pool=\"app\",member=\"b1\",kind=\"connect_refused\"}",
     );
     // Only tries already dispatched when the first refusal came back can fail to connect;
     // there are at most 8 in flight.
@@ -307,18 +300,16 @@ async fn tcp_mode_fails_over() {
     for i in 0..3 {
         backends.push(Backend::start(&format!("t{i}")).await);
     }
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let members: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
     let cfg = format!(
         r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "tcp"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 protocol = "tcp"
 pool = "db"
 [proxy.pools.db]
@@ -329,7 +320,8 @@ interval = "200ms"
 "#,
         members.join(", ")
     );
-    let proxy = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let proxy = ProxyProc::start(&cfg).await;
+    let listen = proxy.listener("tcp");
     let mut ok = 0;
     for i in 0..300 {
         if i == 100 {
@@ -347,7 +339,7 @@ interval = "200ms"
     assert!(
         metric(
             &m,
-            "hastack_proxy_retries_total{pool=\"db\",reason=\"connect\"}"
+            "hastack_proxy_retries_total{pool=\"db\",reason=\"connect_refused\"}"
         ) >= 1.0,
         "{m}"
     );
@@ -355,9 +347,12 @@ interval = "200ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_a_failing_member_and_ejects_it() {
+    // Round robin: b0 gets every third first try. (With the default p2c_ewma, a slow first
+    // answer from b0 can keep it out of the picks for the whole run, which is the picker
+    // doing its job, not what this test is about: it failed 2 of 22 runs that way.)
     let s = setup(
         3,
-        "slow_start = \"0s\"\n[proxy.pools.app.retry]\non_status = [500]\n[proxy.pools.app.outlier]\nconsecutive_errors = 3\nbase_ejection = \"30s\"\n",
+        "slow_start = \"0s\"\nstrategy = \"round_robin\"\n[proxy.pools.app.retry]\non_status = [500]\n[proxy.pools.app.outlier]\nconsecutive_errors = 3\nbase_ejection = \"30s\"\n",
         "",
     )
     .await;
@@ -369,12 +364,13 @@ async fn retries_a_failing_member_and_ejects_it() {
     load.wait_progress(300).await;
     let stats = load.stop().await;
     assert_eq!(stats.failed, 0, "failed: {:?}", stats.failures);
-    assert_eq!(s.proxy.member_state("app", "b0").await, "ejected");
+    let b0 = s.proxy.member("app", "b0").await;
+    assert_eq!(b0["state"], "ejected", "{b0}");
     let m = s.proxy.metrics().await;
     assert!(
         metric(
             &m,
-            "hastack_proxy_retries_total{pool=\"app\",reason=\"status\"}"
+            "hastack_proxy_retries_total{pool=\"app\",reason=\"upstream_status\"}"
         ) >= 1.0
     );
     assert!(

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn addr() -> SocketAddr {
-    local_addr()
-}
-
 fn member(b: &Backend) -> String {
     format!("{{ addr = \"{}\", name = \"{}\" }}", b.addr, b.name)
 }
@@ -52,7 +48,6 @@ async fn route(p: &ProxyProc, name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_backend_trips_the_route_breaker_then_it_closes_after_recovery() {
     let b0 = Backend::start("b0").await;
-    let (listen, admin) = (addr(), addr());
     let page = temp_path("sorry.html");
     std::fs::write(&page, "<h1>back soon</h1>").unwrap();
     let cfg = format!(
@@ -60,10 +55,10 @@ async fn failing_backend_trips_the_route_breaker_then_it_closes_after_recovery()
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "web"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 [[proxy.listeners.routes]]
 name = "shop"
 pool = "app"
@@ -88,7 +83,8 @@ attempts = 1
         page = page.display(),
         m = member(&b0),
     );
-    let p = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
     for _ in 0..3 {
         assert_eq!(get(listen, "/").await.status, 200);
     }
@@ -169,16 +165,15 @@ attempts = 1
 async fn member_breaker_takes_a_failing_member_out_of_rotation() {
     let b0 = Backend::start("good").await;
     let b1 = Backend::start("bad").await;
-    let (listen, admin) = (addr(), addr());
     let cfg = format!(
         r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "web"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 pool = "app"
 [proxy.pools.app]
 members = [{m0}, {m1}]
@@ -197,7 +192,8 @@ attempts = 1
         m0 = member(&b0),
         m1 = member(&b1),
     );
-    let p = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
     control(&b1, "fail").await;
     let mut errors = 0;
     for _ in 0..30 {
@@ -226,7 +222,6 @@ attempts = 1
 async fn under_2x_overload_shedding_keeps_the_critical_route_whole() {
     let b0 = Backend::start("b0").await;
     let b1 = Backend::start("b1").await;
-    let (listen, admin) = (addr(), addr());
     // Capacity: 8 slots x 100 ms per request = 80 requests/s. Offered: 40/s critical
     // (half the capacity) + 120/s best effort = 160/s, twice the capacity.
     let cfg = format!(
@@ -234,10 +229,10 @@ async fn under_2x_overload_shedding_keeps_the_critical_route_whole() {
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "web"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 [[proxy.listeners.routes]]
 name = "checkout"
 host = "critical.test"
@@ -259,7 +254,8 @@ queue_timeout = "2s"
         m0 = member(&b0),
         m1 = member(&b1),
     );
-    let p = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
     let run = Duration::from_secs(5);
     let (critical, extras) = tokio::join!(
         open_loop(listen, "critical.test", "/delay/100", 40.0, run),
@@ -327,17 +323,16 @@ queue_timeout = "2s"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_within_five_percent_over_ten_seconds() {
     let b0 = Backend::start("b0").await;
-    let (listen, admin) = (addr(), addr());
     let (rate, burst) = (50.0, 10.0);
     let cfg = format!(
         r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "web"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 [[proxy.listeners.routes]]
 name = "api"
 pool = "app"
@@ -349,7 +344,8 @@ members = [{m}]
 "#,
         m = member(&b0),
     );
-    let p = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
     // Offer twice the rate, open loop, for 10 s.
     let run = open_loop(listen, "test", "/", 2.0 * rate, Duration::from_secs(10)).await;
     let accepted = run.count(200);
@@ -386,16 +382,15 @@ members = [{m}]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_carry_retry_after_and_the_ratelimit_fields() {
     let b0 = Backend::start("b0").await;
-    let (listen, edge, admin) = (addr(), addr(), addr());
     let cfg = format!(
         r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "web"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 [[proxy.listeners.routes]]
 name = "api"
 path_prefix = "/api"
@@ -412,7 +407,7 @@ rate = 100
 headers = "always"
 [[proxy.listeners]]
 name = "edge"
-listen = "{edge}"
+listen = "127.0.0.1:0"
 pool = "app"
 [proxy.listeners.rate_limit]
 rate = 1
@@ -422,7 +417,8 @@ members = [{m}]
 "#,
         m = member(&b0),
     );
-    let _p = ProxyProc::start(&cfg, admin, &[listen, edge]).await;
+    let _p = ProxyProc::start(&cfg).await;
+    let (listen, edge) = (_p.listener("web"), _p.listener("edge"));
     for _ in 0..2 {
         let a = get(listen, "/api/x").await;
         assert_eq!(a.status, 200);
@@ -466,17 +462,16 @@ members = [{m}]
 async fn a_disabled_route_answers_its_fallback_survives_a_reload_and_reenables() {
     let b0 = Backend::start("b0").await;
     let fallback = Backend::start("static").await;
-    let (listen, admin) = (addr(), addr());
     let cfg = |paused: &str| {
         format!(
             r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "web"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 pool = "app"
 [[proxy.listeners.routes]]
 name = "register"
@@ -500,7 +495,8 @@ members = [{f}]
             f = member(&fallback),
         )
     };
-    let p = ProxyProc::start(&cfg("registration is paused"), admin, &[listen]).await;
+    let p = ProxyProc::start(&cfg("registration is paused")).await;
+    let listen = p.listen();
     assert_eq!(get(listen, "/register").await.header("x-served-by"), "b0");
 
     let (code, body) = p.post("/admin/routes/register/disable").await;
@@ -591,6 +587,78 @@ members = [{f}]
     assert_eq!(get(listen, "/other").await.status, 503);
     assert_eq!(p.post("/admin/routes/web/enable").await.0, 200);
     assert_eq!(get(listen, "/other").await.status, 200);
+}
+
+/// A static fallback covering `timeout` replaces the proxy's own timeouts, never a member's
+/// own 504 (retried, then passed on when no member was left): that one is an upstream
+/// error, answered by the fallback only with `upstream_error = true` (docs/guards.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_own_504_is_not_taken_for_the_proxys_timeout() {
+    let b0 = Backend::start("b0").await;
+    let cfg = format!(
+        r#"
+[proxy]
+workers = 1
+[proxy.admin]
+listen = "127.0.0.1:0"
+[[proxy.listeners]]
+name = "web"
+listen = "127.0.0.1:0"
+[[proxy.listeners.routes]]
+name = "strict"
+host = "strict.test"
+pool = "app"
+[proxy.listeners.routes.fallback]
+status = 200
+body = "sorry"
+on = ["timeout"]
+[[proxy.listeners.routes]]
+name = "lenient"
+host = "lenient.test"
+pool = "app"
+[proxy.listeners.routes.fallback]
+status = 200
+body = "sorry"
+on = ["timeout"]
+upstream_error = true
+[proxy.pools.app]
+members = [{m}]
+try_timeout = "200ms"
+request_timeout = "1s"
+"#,
+        m = member(&b0),
+    );
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
+    let ask = |host: &'static str, path: &'static str| async move {
+        http_full(listen, "GET", path, host, &[]).await.unwrap()
+    };
+    // The member's own 504, retried (504 is in on_status) until no member is left.
+    let a = ask("strict.test", "/status/504").await;
+    assert_eq!(
+        (
+            a.status,
+            a.header("x-hastack-error"),
+            a.header("x-hastack-fallback")
+        ),
+        (504, "upstream_status", ""),
+        "{a:?}"
+    );
+    let a = ask("lenient.test", "/status/504").await;
+    assert_eq!(
+        (a.status, a.body.as_str(), a.header("x-hastack-fallback")),
+        (200, "sorry", "upstream_error"),
+        "{a:?}"
+    );
+    // The proxy's own timeout is what `timeout` covers, on both routes.
+    for host in ["strict.test", "lenient.test"] {
+        let a = ask(host, "/delay/2000").await;
+        assert_eq!(
+            (a.status, a.body.as_str(), a.header("x-hastack-fallback")),
+            (200, "sorry", "timeout"),
+            "{host}: {a:?}"
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +10,6 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-
-fn addr() -> SocketAddr {
-    local_addr()
-}
 
 async fn h2_get<S>(io: S, authority: &str, path: &str) -> (u16, String, hyper::Version)
 where
@@ -39,7 +34,6 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_and_tls_with_alpn() {
     let b = Backend::start("only").await;
-    let (plain, tls, admin) = (addr(), addr(), addr());
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert_path = temp_path("cert.pem");
     let key_path = temp_path("key.pem");
@@ -50,14 +44,14 @@ async fn h2c_prior_knowledge_and_tls_with_alpn() {
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
 name = "plain"
-listen = "{plain}"
+listen = "127.0.0.1:0"
 pool = "app"
 [[proxy.listeners]]
 name = "tls"
-listen = "{tls}"
+listen = "127.0.0.1:0"
 pool = "app"
 tls = {{ cert = "{}", key = "{}" }}
 [proxy.pools.app]
@@ -67,7 +61,8 @@ members = ["{}"]
         key_path.display(),
         b.addr
     );
-    let _p = ProxyProc::start(&cfg, admin, &[plain, tls]).await;
+    let _p = ProxyProc::start(&cfg).await;
+    let (plain, tls) = (_p.listener("plain"), _p.listener("tls"));
 
     // h2c with prior knowledge on the plain listener.
     let s = tokio::net::TcpStream::connect(plain).await.unwrap();
@@ -122,15 +117,14 @@ async fn routes_by_host_and_path_prefix() {
         Backend::start("api").await,
         Backend::start("img").await,
     );
-    let (listen, admin) = (addr(), addr());
     let cfg = format!(
         r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 pool = "web"
 [[proxy.listeners.routes]]
 path_prefix = "/api/"
@@ -147,7 +141,8 @@ members = ["{}"]
 "#,
         web.addr, api.addr, img.addr
     );
-    let _p = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let _p = ProxyProc::start(&cfg).await;
+    let listen = _p.listen();
     for (host, path, want) in [
         ("x.test", "/", "web\n"),
         ("x.test", "/api/v1", "api\n"),
@@ -168,15 +163,14 @@ members = ["{}"]
 async fn backups_serve_only_when_every_primary_is_down_and_panic_spreads_load() {
     let mut primary = Backend::start("primary").await;
     let backup = Backend::start("backup").await;
-    let (listen, admin) = (addr(), addr());
     let cfg = format!(
         r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 pool = "app"
 [proxy.pools.app]
 members = [{{ addr = "{}", name = "primary" }}, {{ addr = "{}", name = "backup", backup = true }}]
@@ -189,7 +183,8 @@ timeout = "100ms"
 "#,
         primary.addr, backup.addr
     );
-    let p = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
     for _ in 0..20 {
         assert_eq!(http_get(listen, "/").await.unwrap().1, "primary\n");
     }
@@ -210,16 +205,15 @@ timeout = "100ms"
     .await;
 
     // Panic mode: with a threshold, a pool whose members are all ejected still routes.
-    let (listen, admin) = (addr(), addr());
     let b = Backend::start("flaky").await;
     let cfg = format!(
         r#"
 [proxy]
 workers = 1
 [proxy.admin]
-listen = "{admin}"
+listen = "127.0.0.1:0"
 [[proxy.listeners]]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 pool = "app"
 [proxy.pools.app]
 members = ["{}"]
@@ -230,7 +224,8 @@ max_ejected_percent = 100
 "#,
         b.addr
     );
-    let p = ProxyProc::start(&cfg, admin, &[listen]).await;
+    let p = ProxyProc::start(&cfg).await;
+    let listen = p.listen();
     http_request(b.addr, "POST", "/_control/fail")
         .await
         .unwrap();

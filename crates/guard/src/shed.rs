@@ -233,8 +233,12 @@ impl Shedder {
             k => fastrand::usize(..STEPS) < k,
         };
         let pressure = self.pressure() > 0;
-        let ok =
-            !shed && (!pressure || (inflight as u64) * 1000 < self.share_milli[i] * limit as u64);
+        // A full-share class is never refused by the share rule: when every slot is taken it
+        // waits in the queue (rule 1), which is what the queue is for. Refusing it here shed
+        // the most important class whenever the limiter was full under pressure.
+        let share = self.share_milli[i];
+        let within_share = share >= 1000 || (inflight as u64) * 1000 < share * limit as u64;
+        let ok = !shed && (!pressure || within_share);
         if !ok {
             self.shed_by_class[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -357,8 +361,10 @@ mod tests {
         assert!(s.admit(ClassId(1), 8, 10));
         assert!(!s.admit(ClassId(1), 9, 10));
         assert!(s.admit(ClassId(0), 9, 10));
-        assert!(!s.admit(ClassId(0), 10, 10));
-        assert_eq!(s.shed_totals(), vec![1, 1, 2]);
+        // The most important class is never shed: with every slot taken it goes on to queue.
+        assert!(s.admit(ClassId(0), 10, 10));
+        assert!(s.may_queue(ClassId(0)));
+        assert_eq!(s.shed_totals(), vec![0, 1, 2]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -851,14 +851,16 @@ fn validate(src: &Source, raw: &ProxyToml, d: &mut Diagnostics) -> Option<ProxyS
                 ),
             );
         }
-        if let Some(prev) = addrs.insert(spec.addr, i) {
+        // Port 0 asks the kernel for a free port: two such sockets never clash.
+        let fixed = spec.addr.port() != 0;
+        if let Some(prev) = addrs.insert(spec.addr, i).filter(|_| fixed) {
             d.error(
                 src,
                 &lp.key("listen"),
                 format!("{} is already used by listener #{prev}", spec.addr),
             );
         }
-        if Some(spec.addr) == admin {
+        if fixed && Some(spec.addr) == admin {
             d.error(
                 src,
                 &lp.key("listen"),

@@ -11,6 +11,10 @@
 //!                                    timeout / upstream error, if configured]
 //! ```
 //!
+//! What the guards learn comes as values: the response's status for the outcome, and the
+//! proxy's own [`Failure`] (if it answered itself) to tell its timeouts from a member's 504;
+//! no header is read back.
+//!
 //! Outcomes, as every guard sees them ([`outcome_of`]): 2xx-4xx `Success` (a client's
 //! mistake is not the upstream's failure); 503 and 504 `Dropped` (overload or timeout: the
 //! adaptive limit backs off); other 5xx, refused and reset connections `Failure`.
@@ -39,14 +43,14 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::body::RespBody;
-use crate::http::error_response;
+use crate::failure::{Blame, Failure};
 use crate::pool::Member;
+use crate::reply;
 use crate::runtime::{ListenerRt, RouteRt};
 
 /// Marks answers given by a fallback: its value is the refusal (or `upstream_error`).
 pub static FALLBACK_HEADER: HeaderName = HeaderName::from_static("x-hastack-fallback");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static ERROR_HEADER: HeaderName = HeaderName::from_static("x-hastack-error");
 
 /// How a response ended, for breakers and adaptive limits.
 pub fn outcome_of(status: StatusCode) -> Outcome {
@@ -74,7 +78,7 @@ pub async fn listener_limit(
             None
         }
         RateDecision::Reject(info) => {
-            let mut resp = error_response(
+            let mut resp = reply::plain(
                 StatusCode::TOO_MANY_REQUESTS,
                 RejectReason::RateLimited.as_str(),
                 format!(
@@ -129,13 +133,15 @@ fn refusal(reason: RejectReason) -> Rejection {
 
 /// Settle an admitted request: complete the permits with the response's outcome, then
 /// apply what the route does after forwarding (rate headers on every answer, a static
-/// fallback on timeout or upstream failure).
+/// fallback on timeout or upstream failure). `failure` is why the proxy answered itself
+/// (`None` for a member's own answer).
 pub fn settle(
     route: &RouteRt,
     start: Instant,
     permit: RoutePermit,
     slot: Option<ConcurrencyPermit>,
     resp: Response<RespBody>,
+    failure: Option<&Failure>,
 ) -> Response<RespBody> {
     let outcome = outcome_of(resp.status());
     // Read the clock only for a guard that measures time (breaker latency, adaptive RTT,
@@ -148,7 +154,7 @@ pub fn settle(
     if let Some(s) = slot {
         s.complete(done, outcome);
     }
-    let mut resp = match after_forward_fallback(route, &resp, outcome) {
+    let mut resp = match after_forward_fallback(route, failure, outcome) {
         Some(f) => f,
         None => resp,
     };
@@ -160,11 +166,13 @@ pub fn settle(
     resp
 }
 
-/// A static fallback standing in for a failed forward: a proxy-made 504 when the fallback
-/// covers `timeout`, or any failure when it has `upstream_error = true`.
+/// A static fallback standing in for a failed forward: the proxy's own timeout when the
+/// fallback covers `timeout`, or any failure (a member's 5xx included) when it has
+/// `upstream_error = true`. A member's own 504, even one retried and then passed on because
+/// no member was left, is an upstream error, not the proxy's timeout.
 fn after_forward_fallback(
     route: &RouteRt,
-    resp: &Response<RespBody>,
+    failure: Option<&Failure>,
     outcome: Outcome,
 ) -> Option<Response<RespBody>> {
     if outcome == Outcome::Success {
@@ -176,8 +184,7 @@ fn after_forward_fallback(
     if !matches!(f.action, FallbackAction::Static(_)) {
         return None;
     }
-    let proxy_timeout =
-        resp.status() == StatusCode::GATEWAY_TIMEOUT && resp.headers().contains_key(&ERROR_HEADER);
+    let proxy_timeout = failure.is_some_and(|f| f.kind.is_proxy_timeout());
     let (action, why) = if proxy_timeout && f.covers(RejectReason::Timeout) {
         (f.for_reason(RejectReason::Timeout)?, "timeout")
     } else {
@@ -218,7 +225,7 @@ pub fn refused(route: &RouteRt, rej: &Rejection) -> Response<RespBody> {
         }
         RejectReason::Timeout => format!("route {name:?} ran out of time"),
     };
-    let mut resp = error_response(rej.status(), rej.reason.as_str(), message, None);
+    let mut resp = reply::plain(rej.status(), rej.reason.as_str(), message, None);
     decorate(route, rej, resp.headers_mut());
     resp
 }
@@ -319,28 +326,20 @@ pub fn member_try(member: &Member, now: Instant) -> Option<BreakerPermit> {
     member.breaker()?.acquire(now).ok()
 }
 
-/// The try got response headers with `status`.
-pub fn member_status(permit: Option<BreakerPermit>, now: Instant, status: u16) {
-    if let Some(p) = permit {
-        let _ = p.record(now, status >= 500);
-    }
-}
-
-/// The try failed: no connection, or no response headers in time.
-pub fn member_failed(permit: Option<BreakerPermit>, now: Instant) {
-    if let Some(p) = permit {
-        let _ = p.record(now, true);
-    }
-}
-
-/// The connection failed mid-request. `race`: it was a reused connection that closed
-/// before any answer, usually the keep-alive race (the member closed an idle connection as
-/// we wrote), not evidence against the member: the call is cancelled instead of counted.
-pub fn member_reset(permit: Option<BreakerPermit>, now: Instant, race: bool) {
-    if let Some(p) = permit {
-        if !race {
+/// The try ended: `None` for an answer below 500 (a success), else its failure. Only a
+/// failure the member is blamed for counts against its breaker; any other (the client's,
+/// ours, the keep-alive race) cancels the call instead of counting it.
+pub fn member_result(permit: Option<BreakerPermit>, now: Instant, failure: Option<&Failure>) {
+    let Some(p) = permit else { return };
+    match failure {
+        None => {
+            let _ = p.record(now, false);
+        }
+        Some(f) if f.blame == Blame::Upstream => {
             let _ = p.record(now, true);
         }
+        // Dropping the permit cancels the call.
+        Some(_) => {}
     }
 }
 

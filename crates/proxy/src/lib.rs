@@ -9,9 +9,12 @@
 //! * [`server`]: worker threads, one single-threaded runtime each, with `SO_REUSEPORT`
 //!   sockets; they accept and drive client connections.
 //! * [`http`] / [`tcp`]: per-request (per-session) forwarding, retries, passive health.
-//! * [`pool`]: members (health machine, load, idle connections) and pools (picking
-//!   snapshot, retry budget, backup and panic modes).
-//! * [`upstream`]: dialing and our own keep-alive pool.
+//! * [`failure`]: failures as values and the pure retry and ejection rules; [`reply`]: the
+//!   proxy's own answers.
+//! * [`member`] (health machine, load, idle connections) and [`pool`] (picking snapshot,
+//!   retry budget, backup and panic modes).
+//! * [`upstream`]: dialing and our own keep-alive pool; [`lease`]: a try's hold on a
+//!   member; [`h1`]: the upstream HTTP/1.1 client; [`body`]: the response body.
 //! * [`runtime`]: one configuration generation; reload builds a new one, carrying members
 //!   and guard state over, and swaps it in atomically.
 //! * [`guards`]: how the data plane applies `hastack-guard`'s route guards (rate limits,
@@ -24,11 +27,15 @@
 
 pub mod body;
 pub mod config;
+pub mod failure;
 pub mod guards;
 pub mod h1;
 pub mod http;
+pub mod lease;
+pub mod member;
 pub mod metrics;
 pub mod pool;
+pub mod reply;
 pub mod runtime;
 pub mod server;
 pub mod tcp;
@@ -110,6 +117,8 @@ pub struct ProxyOptions {
 
 struct Bound {
     addr: SocketAddr,
+    /// The address actually bound (differs from `addr` for port 0).
+    local: SocketAddr,
     tcp: bool,
     stop: CancellationToken,
 }
@@ -256,18 +265,33 @@ impl Proxy {
 
     fn bind_listener(&self, name: &Arc<str>, addr: SocketAddr, tcp: bool) -> std::io::Result<()> {
         let stop = CancellationToken::new();
-        {
+        let local = {
             let workers = self.inner.workers.lock();
             let Some(w) = workers.as_ref() else {
                 return Err(std::io::Error::other("the proxy is shutting down"));
             };
-            w.listen(name, addr, &stop)?;
-        }
+            w.listen(name, addr, &stop)?
+        };
+        self.inner.bound.lock().insert(
+            name.clone(),
+            Bound {
+                addr,
+                local,
+                tcp,
+                stop,
+            },
+        );
+        Ok(())
+    }
+
+    /// Every bound listener's name and address (the port the kernel picked for port 0).
+    pub fn listener_addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
         self.inner
             .bound
             .lock()
-            .insert(name.clone(), Bound { addr, tcp, stop });
-        Ok(())
+            .iter()
+            .map(|(name, b)| (name.clone(), b.local))
+            .collect()
     }
 
     /// Re-read the config file and apply it. On any error the running configuration stays.

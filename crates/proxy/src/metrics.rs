@@ -8,6 +8,8 @@
 use std::sync::Arc;
 
 use hastack_core::health::State;
+
+use crate::failure::{ErrorKind, Failure};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -36,7 +38,7 @@ pub struct MemberErrorLabels {
     pub pool: String,
     /// Member name.
     pub member: String,
-    /// `connect`, `timeout`, `reset`, `status_5xx`.
+    /// A [`ErrorKind`] a member can be blamed for (`connect_refused`, `upstream_reset`...).
     pub kind: String,
 }
 
@@ -63,7 +65,7 @@ pub struct PoolLabels {
 pub struct RetryLabels {
     /// Pool name.
     pub pool: String,
-    /// What caused the retry: `connect`, `reset`, `timeout`, `status`.
+    /// The [`ErrorKind`] of the failure that caused the retry.
     pub reason: String,
 }
 
@@ -110,6 +112,7 @@ pub struct Metrics {
     member_inflight: Family<MemberLabels, Gauge>,
     member_transitions: Family<MemberStateLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
+    redos: Family<PoolLabels, Counter>,
     budget_exhausted: Family<PoolLabels, Counter>,
     no_member: Family<PoolLabels, Counter>,
     requests: Family<ListenerLabels, Counter>,
@@ -136,6 +139,7 @@ impl Metrics {
             member_inflight: Family::default(),
             member_transitions: Family::default(),
             retries: Family::default(),
+            redos: Family::default(),
             budget_exhausted: Family::default(),
             no_member: Family::default(),
             requests: Family::default(),
@@ -151,7 +155,7 @@ impl Metrics {
         );
         r.register(
             "member_errors",
-            "Failed tries per member, by kind (connect, timeout, reset, status_5xx)",
+            "Failed tries the member is blamed for, by kind",
             m.member_errors.clone(),
         );
         r.register(
@@ -183,6 +187,12 @@ impl Metrics {
             "retries",
             "Retries sent, by pool and cause",
             m.retries.clone(),
+        );
+        r.register(
+            "redos",
+            "Tries redone on a fresh connection to the same member after a pooled connection \
+             turned out closed (the keep-alive race); free: no attempt, no budget",
+            m.redos.clone(),
         );
         r.register(
             "retry_budget_exhausted",
@@ -223,15 +233,17 @@ impl Metrics {
             pool: pool.to_string(),
             member: member.to_string(),
         };
-        let err = |kind: &str| {
-            self.member_errors
-                .get_or_create(&MemberErrorLabels {
-                    pool: pool.to_string(),
-                    member: member.to_string(),
-                    kind: kind.to_string(),
-                })
-                .clone()
-        };
+        let errors = ErrorKind::ALL.map(|kind| {
+            kind.can_blame_member().then(|| {
+                self.member_errors
+                    .get_or_create(&MemberErrorLabels {
+                        pool: pool.to_string(),
+                        member: member.to_string(),
+                        kind: kind.as_str().to_string(),
+                    })
+                    .clone()
+            })
+        });
         let states = State::ALL.map(|s| {
             self.member_state
                 .get_or_create(&MemberStateLabels {
@@ -255,10 +267,7 @@ impl Metrics {
             latency: self.member_latency.get_or_create(&l).clone(),
             ejections: self.member_ejections.get_or_create(&l).clone(),
             inflight: self.member_inflight.get_or_create(&l).clone(),
-            err_connect: err("connect"),
-            err_timeout: err("timeout"),
-            err_reset: err("reset"),
-            err_status: err("status_5xx"),
+            errors,
             states,
             transitions,
         }
@@ -274,11 +283,11 @@ impl Metrics {
         self.member_latency.remove(&l);
         self.member_ejections.remove(&l);
         self.member_inflight.remove(&l);
-        for kind in ["connect", "timeout", "reset", "status_5xx"] {
+        for kind in ErrorKind::ALL.iter().filter(|k| k.can_blame_member()) {
             self.member_errors.remove(&MemberErrorLabels {
                 pool: pool.to_string(),
                 member: member.to_string(),
-                kind: kind.to_string(),
+                kind: kind.as_str().to_string(),
             });
         }
         for s in State::ALL {
@@ -297,19 +306,19 @@ impl Metrics {
         let l = PoolLabels {
             pool: pool.to_string(),
         };
-        let retry = |reason: &str| {
-            self.retries
-                .get_or_create(&RetryLabels {
-                    pool: pool.to_string(),
-                    reason: reason.to_string(),
-                })
-                .clone()
-        };
+        let retries = ErrorKind::ALL.map(|kind| {
+            kind.can_blame_member().then(|| {
+                self.retries
+                    .get_or_create(&RetryLabels {
+                        pool: pool.to_string(),
+                        reason: kind.as_str().to_string(),
+                    })
+                    .clone()
+            })
+        });
         PoolMetrics {
-            retry_connect: retry("connect"),
-            retry_reset: retry("reset"),
-            retry_timeout: retry("timeout"),
-            retry_status: retry("status"),
+            retries,
+            redos: self.redos.get_or_create(&l).clone(),
             budget_exhausted: self.budget_exhausted.get_or_create(&l).clone(),
             no_member: self.no_member.get_or_create(&l).clone(),
         }
@@ -364,19 +373,21 @@ pub struct MemberMetrics {
     pub ejections: Counter,
     /// In flight.
     pub inflight: Gauge,
-    /// Connect failures.
-    pub err_connect: Counter,
-    /// Timeouts.
-    pub err_timeout: Counter,
-    /// Resets / protocol errors.
-    pub err_reset: Counter,
-    /// 5xx answers.
-    pub err_status: Counter,
+    /// Failed tries the member is blamed for, by [`ErrorKind::index`] (`None` for kinds no
+    /// member can be blamed for).
+    errors: [Option<Counter>; ErrorKind::ALL.len()],
     states: [Gauge; 5],
     transitions: [Counter; 5],
 }
 
 impl MemberMetrics {
+    /// Count a failed try the member is blamed for.
+    pub fn error(&self, failure: &Failure) {
+        if let Some(c) = &self.errors[failure.kind.index()] {
+            c.inc();
+        }
+    }
+
     /// Publish the current state (1 for it, 0 for the others).
     pub fn set_state(&self, state: State) {
         for (s, g) in State::ALL.iter().zip(&self.states) {
@@ -395,18 +406,23 @@ impl MemberMetrics {
 /// Cached handles of one pool.
 #[derive(Clone, Debug)]
 pub struct PoolMetrics {
-    /// Retries after a connect failure.
-    pub retry_connect: Counter,
-    /// Retries after a reset.
-    pub retry_reset: Counter,
-    /// Retries after a timeout.
-    pub retry_timeout: Counter,
-    /// Retries after a retryable status.
-    pub retry_status: Counter,
+    /// Retries by the [`ErrorKind::index`] of the failure that caused them.
+    retries: [Option<Counter>; ErrorKind::ALL.len()],
+    /// Free redos after a stale pooled connection.
+    pub redos: Counter,
     /// Budget refusals.
     pub budget_exhausted: Counter,
     /// 503 for lack of members.
     pub no_member: Counter,
+}
+
+impl PoolMetrics {
+    /// Count a retry caused by `failure`.
+    pub fn retry(&self, failure: &Failure) {
+        if let Some(c) = &self.retries[failure.kind.index()] {
+            c.inc();
+        }
+    }
 }
 
 /// Cached handles of one listener.

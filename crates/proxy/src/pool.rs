@@ -1,384 +1,37 @@
-//! Pools and members at run time.
+//! Pools at run time.
 //!
-//! A [`Member`] owns everything that must survive a reload while its pool name, member name
-//! and address stay the same: its health machine, its load statistics, its idle upstream
-//! connections and its metric handles. A [`Pool`] is rebuilt on every reload and points at
-//! (possibly reused) members; each member keeps a weak pointer to the pool that currently
-//! owns it, so health transitions, whatever their source (live traffic, probes, the ejection
-//! timer, operators), refresh that pool's picker at once.
+//! A [`Pool`] is rebuilt on every reload and points at (possibly carried-over)
+//! [`Member`]s, which it adopts: it is their [`Owner`], told about every transition.
 //!
 //! The data plane never takes a lock to pick: it loads the pool's current [`Picks`] snapshot
-//! (an `ArcSwap`), which holds a picker over exactly the members that may take new work.
-//! Snapshots are rebuilt only when something changes: a transition, a slow-start step, a
-//! reload.
+//! (an `ArcSwap`), which holds a picker over exactly the members that may take new work:
+//! usable primaries (normal mode); usable backups when no primary is usable (backup mode);
+//! every member not disabled, dead or not, when fewer than `panic_threshold` percent of the
+//! primaries are usable (panic mode). Snapshots are rebuilt only when something changes: a
+//! transition, a slow-start step, a reload.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use hastack_balance::{Candidate, Load, PickRequest, Picker, Strategy};
-use hastack_core::health::{Event, HealthMachine, ProbePhase, State, Transition};
-use hastack_core::{Endpoint, RetryBudget};
-use hastack_guard::breaker::BreakerSnapshot;
+use arc_swap::ArcSwap;
+use hastack_balance::{Candidate, PickRequest, Picker, Strategy};
+use hastack_core::RetryBudget;
+use hastack_core::health::State;
 use hastack_guard::concurrency::ConcurrencySnapshot;
-use hastack_guard::{Breaker, BreakerState, ConcurrencyLimiter};
+use hastack_guard::{BreakerState, ConcurrencyLimiter};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{MemberSpec, PoolSpec};
-use crate::metrics::{MemberMetrics, PoolMetrics};
-use crate::upstream::ConnPool;
+pub use crate::member::{Member, MemberView, Owner, ProbeView};
+
+use crate::config::PoolSpec;
+use crate::metrics::PoolMetrics;
 
 /// Weight units per configured weight unit, so slow start can scale weights finely.
 const WEIGHT_SCALE: f64 = 100.0;
-
-/// One backend member.
-pub struct Member {
-    endpoint: Endpoint,
-    pool_name: Arc<str>,
-    /// Stable identity for consistent hashing and sticky cookies.
-    id: u64,
-    /// Sticky-cookie value: the id in hex (never the address: no internal topology leaks).
-    token: String,
-    weight: AtomicU32,
-    backup: AtomicBool,
-    health: Mutex<HealthMachine>,
-    /// Published [`State`] (as u8) for lock-free reads.
-    state: AtomicU8,
-    /// Advances whenever the member stops being usable; pooled connections of older epochs
-    /// are never reused.
-    epoch: AtomicU64,
-    /// Set after a gateway error so that the next success resets the streak; lets the common
-    /// success path skip the health lock.
-    errors_pending: AtomicBool,
-    /// Live load, shared with pickers.
-    pub load: Arc<Load>,
-    /// Idle upstream connections.
-    pub conns: ConnPool,
-    /// Metric handles.
-    pub metrics: MemberMetrics,
-    pool: Mutex<Weak<Pool>>,
-    probe: Mutex<Option<CancellationToken>>,
-    last_probe: Mutex<Option<ProbeView>>,
-    /// Brings the next active probe forward (after live traffic marked the member down).
-    wake: tokio::sync::Notify,
-    /// The pool's per-member circuit breaker (`[proxy.pools.NAME.breaker]`), carried over
-    /// reloads with the member while its policy is unchanged.
-    breaker: ArcSwapOption<Breaker>,
-}
-
-impl std::fmt::Debug for Member {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Member")
-            .field("pool", &self.pool_name)
-            .field("endpoint", &self.endpoint)
-            .field("state", &self.state())
-            .finish()
-    }
-}
-
-fn state_to_u8(s: State) -> u8 {
-    State::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
-}
-
-fn state_from_u8(v: u8) -> State {
-    State::ALL
-        .get(usize::from(v))
-        .copied()
-        .unwrap_or(State::Down)
-}
-
-/// The last probe's result, for `/status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProbeView {
-    /// Whether it passed.
-    pub ok: bool,
-    /// Why it failed, or "ok".
-    pub detail: String,
-    /// How long it took, in milliseconds.
-    pub latency_ms: f64,
-}
-
-impl Member {
-    /// A new member of pool `pool_name`, alive until proven otherwise.
-    pub fn new(
-        pool: &PoolSpec,
-        spec: &MemberSpec,
-        workers: usize,
-        metrics: MemberMetrics,
-    ) -> Member {
-        let id = hastack_balance::member_id(&spec.name);
-        let m = Member {
-            endpoint: Endpoint::new(spec.name.clone(), spec.addr),
-            pool_name: pool.name.clone(),
-            id,
-            token: format!("{id:016x}"),
-            weight: AtomicU32::new(spec.weight),
-            backup: AtomicBool::new(spec.backup),
-            health: Mutex::new(HealthMachine::new(pool.health_policy(), true)),
-            state: AtomicU8::new(state_to_u8(State::Up)),
-            epoch: AtomicU64::new(0),
-            errors_pending: AtomicBool::new(false),
-            load: Arc::new(Load::new()),
-            conns: ConnPool::new(
-                workers,
-                pool.max_idle_per_member,
-                pool.upstream_idle_timeout,
-            ),
-            metrics,
-            pool: Mutex::new(Weak::new()),
-            probe: Mutex::new(None),
-            last_probe: Mutex::new(None),
-            wake: tokio::sync::Notify::new(),
-            breaker: ArcSwapOption::new(pool.breaker.map(|p| Breaker::new(p, id))),
-        };
-        m.metrics.set_state(State::Up);
-        m
-    }
-
-    /// Whether this member can be carried over unchanged into a pool built from `spec`.
-    pub fn same_identity(&self, spec: &MemberSpec) -> bool {
-        self.endpoint.name() == &*spec.name && self.endpoint.addr() == spec.addr
-    }
-
-    /// Apply a reload's settings to a carried-over member.
-    pub fn update(&self, pool: &PoolSpec, spec: &MemberSpec) {
-        // Keep the breaker (its window, state and counters) while its policy is unchanged.
-        let current = self.breaker.load().as_ref().map(|b| b.policy());
-        if current != pool.breaker {
-            self.breaker
-                .store(pool.breaker.map(|p| Breaker::new(p, self.id)));
-        }
-        self.weight.store(spec.weight, Ordering::Relaxed);
-        self.backup.store(spec.backup, Ordering::Relaxed);
-        self.conns
-            .set_limits(pool.max_idle_per_member, pool.upstream_idle_timeout);
-        let tr = self
-            .health
-            .lock()
-            .set_policy(Instant::now(), pool.health_policy());
-        if let Some(tr) = tr {
-            self.on_transition(Instant::now(), tr);
-        }
-    }
-
-    /// Name within the pool.
-    pub fn name(&self) -> &str {
-        self.endpoint.name()
-    }
-
-    /// Address.
-    pub fn addr(&self) -> SocketAddr {
-        self.endpoint.addr()
-    }
-
-    /// Sticky-cookie token.
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
-    /// Configured weight.
-    pub fn weight(&self) -> u32 {
-        self.weight.load(Ordering::Relaxed)
-    }
-
-    /// Backup member?
-    pub fn is_backup(&self) -> bool {
-        self.backup.load(Ordering::Relaxed)
-    }
-
-    /// Published state.
-    pub fn state(&self) -> State {
-        state_from_u8(self.state.load(Ordering::Acquire))
-    }
-
-    /// The member's circuit breaker, if its pool has `breaker`.
-    pub fn breaker(&self) -> Option<Arc<Breaker>> {
-        self.breaker.load_full()
-    }
-
-    /// Whether the member's breaker lets a try through now (always, without a breaker). A
-    /// closed breaker costs one atomic load. Otherwise the breaker is asked for a permit and
-    /// the permit dropped at once: that moves an expired open period to half-open and
-    /// frees the trial slot again, so the try that follows takes its own permit
-    /// (`guards::member_try`). Two workers racing for the last trial slot can let one extra
-    /// trial through; the breaker stays bounded by the number of workers.
-    pub fn breaker_admits(&self, now: Instant) -> bool {
-        let b = self.breaker.load();
-        match b.as_ref() {
-            None => true,
-            Some(b) if b.state() == BreakerState::Closed => true,
-            Some(b) => b.acquire(now).is_ok(),
-        }
-    }
-
-    /// Current connection epoch.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// Point the member at the pool that now owns it.
-    pub fn adopt(&self, pool: &Arc<Pool>) {
-        *self.pool.lock() = Arc::downgrade(pool);
-    }
-
-    /// Install the cancel token of this member's prober, stopping the previous one.
-    pub fn set_probe(&self, token: Option<CancellationToken>) {
-        if let Some(old) = std::mem::replace(&mut *self.probe.lock(), token) {
-            old.cancel();
-        }
-    }
-
-    /// Stop everything that runs for this member (it left the configuration).
-    pub fn retire(&self) {
-        self.set_probe(None);
-        self.conns.clear();
-    }
-
-    /// Feed a health event.
-    pub fn report(&self, now: Instant, ev: Event) {
-        let tr = self.health.lock().on_event(now, ev);
-        if let Some(tr) = tr {
-            self.on_transition(now, tr);
-        }
-    }
-
-    /// A try succeeded (any non-5xx answer).
-    pub fn success(&self, now: Instant) {
-        // Fast path: nothing to reset, no lock.
-        if self.errors_pending.load(Ordering::Relaxed) {
-            self.errors_pending.store(false, Ordering::Relaxed);
-            self.report(now, Event::Success);
-        }
-    }
-
-    /// A try failed with a 5xx or a gateway error; `may_eject` per the pool's cap.
-    pub fn gateway_error(&self, now: Instant, may_eject: bool) {
-        self.errors_pending.store(true, Ordering::Relaxed);
-        self.report(now, Event::GatewayError { may_eject });
-    }
-
-    /// Let time pass: ends an ejection whose time is up.
-    pub fn tick(&self, now: Instant) {
-        let tr = {
-            let mut h = self.health.lock();
-            match h.poll_timeout() {
-                Some(t) if t <= now => h.on_timeout(now),
-                _ => None,
-            }
-        };
-        if let Some(tr) = tr {
-            self.on_transition(now, tr);
-        }
-    }
-
-    fn on_transition(&self, now: Instant, tr: Transition) {
-        self.state.store(state_to_u8(tr.to), Ordering::Release);
-        if tr.from == State::Up {
-            // Nothing pooled while it was usable may be reused after this point.
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            self.conns.clear();
-        }
-        if tr.to == State::Up {
-            // Old latency says nothing about the re-admitted member.
-            self.load.reset();
-        }
-        if tr.reason == hastack_core::health::Reason::ConnectFailed {
-            // Live traffic found it dead: probe soon, so a quick restart is re-admitted
-            // without waiting a full interval.
-            self.wake.notify_one();
-        }
-        self.metrics.set_state(tr.to);
-        self.metrics.transition(tr.to);
-        if tr.to == State::Ejected {
-            self.metrics.ejections.inc();
-        }
-        let reason = serde_json::to_string(&tr.reason).unwrap_or_default();
-        if tr.to == State::Up {
-            info!(pool = %self.pool_name, member = %self.endpoint, from = tr.from.as_str(), to = tr.to.as_str(), %reason, "member state changed");
-        } else {
-            warn!(pool = %self.pool_name, member = %self.endpoint, from = tr.from.as_str(), to = tr.to.as_str(), %reason, "member state changed");
-        }
-        let pool = self.pool.lock().upgrade();
-        if let Some(pool) = pool {
-            pool.refresh(now);
-        }
-    }
-
-    /// A view for `/status`.
-    pub fn view(&self, now: Instant) -> MemberView {
-        let snap = self.health.lock().snapshot(now);
-        MemberView {
-            name: self.name().to_string(),
-            addr: self.addr().to_string(),
-            weight: self.weight(),
-            backup: self.is_backup(),
-            state: snap.state,
-            health: snap,
-            inflight: self.load.inflight(),
-            ewma_ms: self.load.ewma(now).as_secs_f64() * 1000.0,
-            idle_connections: self.conns.idle_count(),
-            requests: self.metrics.requests.get(),
-            last_probe: self.last_probe.lock().clone(),
-            breaker: self.breaker.load().as_ref().map(|b| b.snapshot(now)),
-        }
-    }
-}
-
-impl hastack_probe::Target for Member {
-    fn addr(&self) -> SocketAddr {
-        self.endpoint.addr()
-    }
-
-    fn wake(&self) -> Option<&tokio::sync::Notify> {
-        Some(&self.wake)
-    }
-
-    fn report(&self, outcome: hastack_probe::Outcome) -> ProbePhase {
-        let now = Instant::now();
-        let ev = if outcome.ok {
-            Event::ProbeOk
-        } else {
-            Event::ProbeFailed
-        };
-        *self.last_probe.lock() = Some(ProbeView {
-            ok: outcome.ok,
-            detail: if outcome.ok {
-                "ok".to_string()
-            } else {
-                outcome.detail
-            },
-            latency_ms: outcome.latency.as_secs_f64() * 1000.0,
-        });
-        Member::report(self, now, ev);
-        self.health.lock().probe_phase()
-    }
-}
-
-/// A member as `/status` shows it.
-#[derive(Debug, Serialize)]
-pub struct MemberView {
-    name: String,
-    addr: String,
-    weight: u32,
-    backup: bool,
-    state: State,
-    health: hastack_core::health::Snapshot,
-    inflight: u32,
-    ewma_ms: f64,
-    idle_connections: usize,
-    requests: u64,
-    last_probe: Option<ProbeView>,
-    /// Present when the pool has a per-member `breaker`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    breaker: Option<BreakerSnapshot>,
-}
 
 /// Which members the current picker spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -473,8 +126,9 @@ impl Pool {
             last_empty_log: Mutex::new(None),
             limiter,
         });
+        let owner: std::sync::Weak<dyn Owner> = Arc::downgrade(&pool) as _;
         for m in &pool.members {
-            m.adopt(&pool);
+            m.adopt(owner.clone());
         }
         pool.picks.store(Arc::new(pool.compute(now)));
         pool
@@ -513,14 +167,11 @@ impl Pool {
         let mut primary_total = 0usize;
         let mut ramp_until: Option<Instant> = None;
         for (i, m) in self.members.iter().enumerate() {
-            let (state, factor, until) = {
-                let h = m.health.lock();
-                (h.state(), h.weight_factor(now), h.slow_start_until(now))
-            };
+            let (state, factor, until) = m.health_at(now);
             let weight = ((f64::from(m.weight()) * WEIGHT_SCALE * factor).round() as u32).max(1);
             let cand = Candidate {
                 member: i,
-                id: m.id,
+                id: m.id(),
                 weight,
                 load: m.load.clone(),
             };
@@ -687,7 +338,7 @@ impl Pool {
     pub fn retry_after(&self, now: Instant) -> u64 {
         self.members
             .iter()
-            .filter_map(|m| m.health.lock().poll_timeout())
+            .filter_map(|m| m.next_timeout())
             .map(|t| t.saturating_duration_since(now).as_secs().max(1))
             .min()
             .unwrap_or(1)
@@ -754,4 +405,230 @@ pub struct PoolView {
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency: Option<ConcurrencySnapshot>,
     members: Vec<MemberView>,
+}
+
+impl Owner for Pool {
+    fn refresh(&self, now: Instant) {
+        Pool::refresh(self, now);
+    }
+
+    fn may_eject(&self) -> bool {
+        Pool::may_eject(self)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The pool's invariants, with the real config loader and virtual time: the ejection
+    //! cap, backup and panic modes, sticky sessions, slow start.
+    use super::*;
+    use crate::failure::{Blame, ErrorKind, Failure, Retry};
+    use crate::metrics::Metrics;
+    use hastack_core::health::Event;
+
+    /// A pool `p` built from the body of its `[proxy.pools.p]` table.
+    pub(crate) fn pool(table: &str) -> Arc<Pool> {
+        let text = format!(
+            "[proxy]\nworkers = 1\n[[proxy.listeners]]\nlisten = \"127.0.0.1:8080\"\npool = \"p\"\n[proxy.pools.p]\n{table}\n"
+        );
+        let src = hastack_config::Source::parse("t.toml", text).unwrap();
+        let (spec, _) = crate::config::load(&src).unwrap();
+        let pspec = spec.pools.get("p").unwrap().clone();
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let members = pspec
+            .members
+            .iter()
+            .map(|m| Arc::new(Member::new(&pspec, m, 1, metrics.member("p", &m.name))))
+            .collect();
+        Pool::new(pspec, members, metrics.pool("p"), None)
+    }
+
+    fn states(p: &Pool) -> Vec<State> {
+        p.members.iter().map(|m| m.state()).collect()
+    }
+
+    /// The members the current picker spans, by index.
+    fn spanned(p: &Pool) -> Vec<usize> {
+        let mut v: Vec<usize> = p
+            .picks()
+            .picker
+            .candidates()
+            .iter()
+            .map(|c| c.member)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn gateway_error() -> Failure {
+        Failure::status(false)
+    }
+
+    fn refused() -> Failure {
+        Failure {
+            kind: ErrorKind::ConnectRefused,
+            blame: Blame::Upstream,
+            retry: Retry::Unsent,
+        }
+    }
+
+    const FOUR: &str =
+        r#"members = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003", "127.0.0.1:9004"]"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn ejections_stop_at_the_pool_cap_but_dead_members_still_go() {
+        let p = pool(&format!(
+            "{FOUR}\nslow_start = \"0s\"\n[proxy.pools.p.outlier]\nconsecutive_errors = 2\nbase_ejection = \"5s\"\nmax_ejected_percent = 50"
+        ));
+        let now = Instant::now();
+        for i in 0..3 {
+            p.members[i].record(now, &gateway_error());
+            p.members[i].record(now, &gateway_error());
+        }
+        // Two of four may be ejected; the third one's errors are counted, not acted on.
+        use State::{Ejected, Up};
+        assert_eq!(states(&p), [Ejected, Ejected, Up, Up]);
+        assert_eq!(spanned(&p), [2, 3]);
+        // A refused connection proves a member dead: the cap does not protect it (without
+        // active probes it is ejected on a timer).
+        p.members[3].record(now, &refused());
+        assert_eq!(states(&p), [Ejected, Ejected, Up, Ejected]);
+        // Nobody's fault (the keep-alive race) and the client's fault cost nothing.
+        let race = Failure::transport(hastack_core::Progress {
+            reused: true,
+            written: true,
+            answered: false,
+        });
+        for _ in 0..5 {
+            p.members[2].record(now, &race);
+            p.members[2].record(now, &Failure::client_body(true));
+        }
+        assert_eq!(p.members[2].state(), Up);
+        // Ejections end on time.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        p.tick(Instant::now(), false);
+        assert_eq!(states(&p), [Up, Up, Up, Up]);
+        assert_eq!(p.picks().mode, Mode::Normal);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backups_serve_only_while_no_primary_can() {
+        let p = pool(
+            r#"members = ["127.0.0.1:9001", "127.0.0.1:9002", { addr = "127.0.0.1:9003", backup = true }]
+slow_start = "0s"
+[proxy.pools.p.health]
+rise = 1"#,
+        );
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Normal, vec![0, 1]));
+        let now = Instant::now();
+        p.members[0].record(now, &refused());
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Normal, vec![1]));
+        p.members[1].record(now, &refused());
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Backup, vec![2]));
+        assert_eq!(p.pick(None, &[], now), Pick::Member(2));
+        // A primary comes back: the backup is dropped at once.
+        p.members[1].report(now, Event::ProbeOk);
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Normal, vec![1]));
+        // Everything down and no panic threshold: nothing to pick, the 503 path.
+        p.members[1].record(now, &refused());
+        p.members[2].record(now, &refused());
+        assert_eq!(p.picks().mode, Mode::Empty);
+        assert_eq!(p.pick(None, &[], now), Pick::Empty);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_the_panic_threshold_every_member_not_disabled_gets_traffic() {
+        let p = pool(&format!(
+            "{FOUR}\nslow_start = \"0s\"\npanic_threshold = 50\n[proxy.pools.p.health]\nrise = 1"
+        ));
+        let now = Instant::now();
+        p.members[0].record(now, &refused());
+        // 3 of 4 usable: normal.
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Normal, vec![1, 2, 3]));
+        p.members[1].record(now, &refused());
+        // 2 of 4 = 50%: still normal (panic is strictly below the threshold).
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Normal, vec![2, 3]));
+        p.members[2].record(now, &refused());
+        // 1 of 4: panic, over every member that is not disabled, dead ones included.
+        assert_eq!(
+            (p.picks().mode, spanned(&p)),
+            (Mode::Panic, vec![0, 1, 2, 3])
+        );
+        p.members[3].report(now, Event::Disable);
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Panic, vec![0, 1, 2]));
+        // Nothing usable at all: still panic (the threshold asks to try anyway).
+        assert_eq!(p.picks().mode, Mode::Panic);
+        // Recovery ends the panic.
+        p.members[0].report(now, Event::ProbeOk);
+        p.members[1].report(now, Event::ProbeOk);
+        assert_eq!((p.picks().mode, spanned(&p)), (Mode::Normal, vec![0, 1]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sticky_tokens_follow_their_member_while_it_may_serve() {
+        let p = pool(
+            r#"members = ["127.0.0.1:9001", "127.0.0.1:9002", { addr = "127.0.0.1:9003", backup = true }]
+sticky = { cookie = "srv" }
+[proxy.pools.p.health]
+rise = 1"#,
+        );
+        let token = |i: usize| p.members[i].token().to_string();
+        assert_eq!(p.sticky_member(&token(1)), Some(1));
+        assert_eq!(p.sticky_member("not-a-token"), None);
+        // Draining keeps its sessions; disabled or dead does not.
+        p.members[1].report(Instant::now(), Event::Drain);
+        assert_eq!(p.sticky_member(&token(1)), Some(1));
+        p.members[1].report(Instant::now(), Event::Disable);
+        assert_eq!(p.sticky_member(&token(1)), None);
+        p.members[1].report(Instant::now(), Event::Enable);
+        p.members[1].record(Instant::now(), &refused());
+        assert_eq!(p.sticky_member(&token(1)), None);
+        // A backup is sticky only while the pool is on its backups.
+        assert_eq!(p.sticky_member(&token(2)), None);
+        p.members[0].record(Instant::now(), &refused());
+        assert_eq!(p.picks().mode, Mode::Backup);
+        assert_eq!(p.sticky_member(&token(2)), Some(2));
+        // Tokens are opaque: never the address.
+        assert!(!token(0).contains("127.0.0.1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_a_readmitted_member_from_ten_percent() {
+        let p = pool(
+            r#"members = ["127.0.0.1:9001", "127.0.0.1:9002"]
+slow_start = "10s"
+[proxy.pools.p.health]
+rise = 1"#,
+        );
+        let weight = |p: &Pool, i: usize| {
+            p.picks()
+                .picker
+                .candidates()
+                .iter()
+                .find(|c| c.member == i)
+                .map(|c| c.weight)
+        };
+        // Members present at start get full weight at once.
+        assert_eq!(weight(&p, 0), Some(100));
+        assert_eq!(p.picks().ramp_until, None);
+        let t0 = Instant::now();
+        p.members[0].record(t0, &refused());
+        assert_eq!(weight(&p, 0), None);
+        p.members[0].report(t0, Event::ProbeOk);
+        assert_eq!(weight(&p, 0), Some(10));
+        assert_eq!(p.picks().ramp_until, Some(t0 + Duration::from_secs(10)));
+        // The housekeeping tick steps the ramp (elapsed / slow_start, never below 10%); the
+        // other member is untouched.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        p.tick(Instant::now(), false);
+        assert_eq!(weight(&p, 0), Some(10));
+        tokio::time::advance(Duration::from_millis(4500)).await;
+        p.tick(Instant::now(), false);
+        assert_eq!(weight(&p, 0), Some(50));
+        assert_eq!(weight(&p, 1), Some(100));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        p.tick(Instant::now(), false);
+        assert_eq!(weight(&p, 0), Some(100));
+        assert_eq!(p.picks().ramp_until, None);
+    }
 }

@@ -93,17 +93,22 @@ impl Workers {
     }
 
     /// Bind one `SO_REUSEPORT` socket per worker on `addr` and start accepting on all of
-    /// them. Binding happens before anything starts, so an error (address in use,
-    /// permission) leaves nothing half-started.
+    /// them; returns the bound address. Binding happens before anything starts, so an error
+    /// (address in use, permission) leaves nothing half-started. Port 0 lets the kernel pick
+    /// a free port for the first socket; the other workers join that port.
     pub fn listen(
         &self,
         name: &Arc<str>,
         addr: SocketAddr,
         stop: &CancellationToken,
-    ) -> std::io::Result<()> {
-        let sockets = (0..self.senders.len())
-            .map(|_| bind(addr))
-            .collect::<std::io::Result<Vec<_>>>()?;
+    ) -> std::io::Result<SocketAddr> {
+        let first = bind(addr)?;
+        let local = first.local_addr()?;
+        let mut sockets = Vec::with_capacity(self.senders.len());
+        sockets.push(first);
+        for _ in 1..self.senders.len() {
+            sockets.push(bind(local)?);
+        }
         for (tx, socket) in self.senders.iter().zip(sockets) {
             let _ = tx.send(WorkerCmd::Listen {
                 name: name.clone(),
@@ -111,7 +116,7 @@ impl Workers {
                 stop: stop.clone(),
             });
         }
-        Ok(())
+        Ok(local)
     }
 
     /// Drain every worker (up to `deadline`) and join the threads.

@@ -3,7 +3,9 @@
 //! the session idles out.
 //!
 //! Nothing is retried once the first byte has been relayed: a TCP session is not
-//! replayable. Passive health works as for HTTP: a refused connect marks the member down.
+//! replayable. Failures, blame and the retry decision are HTTP's (`crate::failure`): a
+//! refused connect marks the member down and is retried on another member, our own lack
+//! of descriptors or ports is never the member's fault.
 
 use std::io;
 use std::pin::Pin;
@@ -12,16 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hastack_core::health::Event;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
 use crate::Shared;
+use crate::failure::{Next, Tries, decide};
 use crate::http::ConnInfo;
+use crate::lease::Lease;
 use crate::pool::Pick;
-use crate::upstream::{self, Lease};
+use crate::upstream;
 
 /// Serve one TCP session.
 pub async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, client: TcpStream) {
@@ -40,6 +43,8 @@ pub async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, client: TcpStream) 
     let mut tried: Vec<usize> = Vec::with_capacity(attempts as usize);
     pool.deposit(start);
     let mut attempt = 0;
+    // A retry decided but not sent yet: counted once a member is found for it.
+    let mut retrying = None;
     let (upstream, lease) = loop {
         let now = Instant::now();
         let idx = match pool.pick(None, &tried, now) {
@@ -57,6 +62,9 @@ pub async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, client: TcpStream) 
             }
         };
         tried.push(idx);
+        if let Some(f) = retrying.take() {
+            pool.metrics.retry(&f);
+        }
         let member = pool.members[idx].clone();
         let mut lease = Lease::begin(member.clone(), member.epoch(), now);
         member.metrics.requests.inc();
@@ -70,16 +78,21 @@ pub async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, client: TcpStream) 
                 break (s, lease);
             }
             Err(e) => {
-                member.metrics.err_connect.inc();
                 let now = Instant::now();
-                if e.proves_dead() {
-                    member.report(now, Event::ConnectFailed);
-                } else {
-                    member.gateway_error(now, pool.may_eject());
-                }
+                let failure = e.failure();
+                member.record(now, &failure);
                 debug!(pool = %spec.name, member = %member.name(), error = %e, "TCP connect failed");
-                if attempt < attempts && pool.withdraw(now) {
-                    pool.metrics.retry_connect.inc();
+                // Nothing was relayed yet: the same rules as HTTP, for a request that cannot
+                // be resent once written (a session is not replayable).
+                let tries = Tries {
+                    attempt,
+                    attempts,
+                    redos_left: 0,
+                    resendable: false,
+                    time_left: true,
+                };
+                if decide(&failure, &tries, || pool.withdraw(now)) == Next::Retry {
+                    retrying = Some(failure);
                     continue;
                 }
                 listener.metrics.tcp_error.inc();

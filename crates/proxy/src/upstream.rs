@@ -1,5 +1,5 @@
-//! Upstream connections: dialing members, our own keep-alive pool, and the [`Lease`] that
-//! settles a try when its response body ends.
+//! Upstream connections: dialing members (and classifying why a dial failed) and our own
+//! keep-alive pool. (The try that uses a connection is a [`crate::lease::Lease`].)
 //!
 //! Why our own pool instead of hyper-util's legacy client: we need to drop a member's idle
 //! connections the moment it goes down (a stale keep-alive connection to a dead member is a
@@ -18,7 +18,6 @@
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -26,8 +25,8 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::failure::{Blame, ErrorKind, Failure, Retry};
 use crate::h1::Conn;
-use crate::pool::Member;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -61,10 +60,42 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether the error proves nothing is serving at the address (as opposed to slowness).
-    pub fn proves_dead(&self) -> bool {
-        matches!(self, ConnectError::Refused | ConnectError::Reset)
+    /// This error as the failure of a try. Nothing was sent, so any request may go to
+    /// another member. A refusal or reset proves nothing serves at the address; a timeout or
+    /// an unreachable network is the member's (or its network's) problem; running out of
+    /// file descriptors, ports or buffers is this process's, and never counts against the
+    /// member.
+    pub fn failure(&self) -> Failure {
+        let (kind, blame) = match self {
+            ConnectError::Refused | ConnectError::Reset => {
+                (ErrorKind::ConnectRefused, Blame::Upstream)
+            }
+            ConnectError::Timeout(_) => (ErrorKind::ConnectTimeout, Blame::Upstream),
+            ConnectError::Io(e) if is_local(e) => (ErrorKind::ConnectFailed, Blame::Local),
+            ConnectError::Io(_) => (ErrorKind::ConnectFailed, Blame::Upstream),
+        };
+        Failure {
+            kind,
+            blame,
+            retry: Retry::Unsent,
+        }
     }
+}
+
+/// Whether a socket error is this process's or host's own shortage (not the member's).
+fn is_local(e: &io::Error) -> bool {
+    // Out of descriptors (process or system), buffers, memory, or local ports.
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EADDRNOTAVAIL
+                | libc::EADDRINUSE
+        )
+    )
 }
 
 fn classify(e: io::Error) -> ConnectError {
@@ -202,95 +233,158 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One try's hold on a member: counted in flight until dropped; if marked reusable before
-/// the drop, its connection goes back to the idle pool.
-pub struct Lease {
-    member: Arc<Member>,
-    conn: Option<Conn>,
-    epoch: u64,
-    reusable: bool,
-    /// When the response head arrived: stands in for "now" when the connection goes back
-    /// to the pool (the idle timeout does not need better than that, and it saves a clock
-    /// read per request).
-    answered: Option<Instant>,
-    /// The member's waiting-age token while the try waits for its answer's head.
-    waiting: Option<u64>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::{Blame, ErrorKind, Failure, Retry};
+    use crate::lease::Lease;
+    use hastack_core::health::Event;
+    use tokio::net::TcpListener;
 
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("member", &self.member.name())
-            .finish()
+    /// A connected pair on loopback: our side as a `Conn`, and the member's side.
+    async fn pair(l: &TcpListener) -> (Conn, TcpStream) {
+        let ours = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (theirs, _) = l.accept().await.unwrap();
+        (Conn::new(ours), theirs)
     }
-}
 
-impl Lease {
-    /// Start a try on `member` at `now`: counts it in flight and waiting for an answer.
-    pub fn begin(member: Arc<Member>, epoch: u64, now: Instant) -> Lease {
-        member.load.begin();
-        let waiting = Some(member.load.waiting(now));
-        member.metrics.inflight.inc();
-        Lease {
-            member,
-            conn: None,
-            epoch,
-            reusable: false,
-            answered: None,
-            waiting,
+    #[tokio::test]
+    async fn no_pooled_connection_is_reused_across_a_members_failure() {
+        let p = crate::pool::tests::pool(
+            "members = [\"127.0.0.1:9001\"]\nslow_start = \"0s\"\n[proxy.pools.p.health]\nrise = 1",
+        );
+        let m = &p.members[0];
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let now = Instant::now();
+        let e0 = m.epoch();
+        // While the member is up, a pooled connection is handed out again.
+        let (a, _a) = pair(&l).await;
+        m.conns.checkin(a, e0, now);
+        assert!(m.conns.checkout(e0, now).is_some());
+        // When it fails, one connection is idle and one is held by a try in flight.
+        let (b, _b) = pair(&l).await;
+        m.conns.checkin(b, e0, now);
+        let (c, _c) = pair(&l).await;
+        let mut lease = Lease::begin(m.clone(), e0, now);
+        lease.attach(c, now);
+        lease.mark_reusable();
+        let refused = Failure {
+            kind: ErrorKind::ConnectRefused,
+            blame: Blame::Upstream,
+            retry: Retry::Unsent,
+        };
+        m.record(now, &refused);
+        let e1 = m.epoch();
+        assert!(e1 > e0, "a failure starts a new epoch");
+        assert_eq!(
+            m.conns.idle_count(),
+            0,
+            "idle connections are closed at once"
+        );
+        // The try in flight ends cleanly after the failure: its connection is returned
+        // under its old epoch...
+        drop(lease);
+        // ...and the member comes back: still never handed out.
+        m.report(now, Event::ProbeOk);
+        assert_eq!(m.state(), hastack_core::health::State::Up);
+        assert_eq!(m.epoch(), e1, "coming back does not need a new epoch");
+        assert!(m.conns.checkout(m.epoch(), now).is_none());
+        assert_eq!(
+            m.conns.idle_count(),
+            0,
+            "the stale one was closed on the way"
+        );
+        // Connections of the new epoch are reused as usual.
+        let (d, _d) = pair(&l).await;
+        m.conns.checkin(d, e1, now);
+        assert!(m.conns.checkout(e1, now).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_expire_and_the_limits_hold() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = ConnPool::new(1, 2, Duration::from_secs(20));
+        let mut theirs = Vec::new();
+        for _ in 0..3 {
+            let (c, t) = pair(&l).await;
+            theirs.push(t);
+            pool.checkin(c, 0, Instant::now());
         }
-    }
-
-    /// The try's answer (its head) arrived, or the try ended without one.
-    pub fn answered(&mut self) {
-        if let Some(t) = self.waiting.take() {
-            self.member.load.answered(t);
+        assert_eq!(pool.idle_count(), 2, "at most max_idle per worker");
+        tokio::time::advance(Duration::from_secs(19)).await;
+        let c = pool.checkout(0, Instant::now()).expect("still fresh");
+        pool.checkin(c, 0, Instant::now());
+        tokio::time::advance(Duration::from_secs(20)).await;
+        // The one checked in 20 s ago is too old now; so is the other.
+        assert!(pool.checkout(0, Instant::now()).is_none());
+        assert_eq!(pool.idle_count(), 0);
+        // A lowered limit trims at the next sweep, oldest first; the timeout too.
+        for _ in 0..2 {
+            let (c, t) = pair(&l).await;
+            theirs.push(t);
+            pool.checkin(c, 0, Instant::now());
         }
+        pool.set_limits(1, Duration::from_secs(20));
+        pool.sweep(Instant::now());
+        assert_eq!(pool.idle_count(), 1);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        pool.sweep(Instant::now());
+        assert_eq!(pool.idle_count(), 0);
+        // max_idle 0 keeps nothing.
+        pool.set_limits(0, Duration::from_secs(20));
+        let (c, _t) = pair(&l).await;
+        pool.checkin(c, 0, Instant::now());
+        assert_eq!(pool.idle_count(), 0);
     }
 
-    /// The member.
-    pub fn member(&self) -> &Arc<Member> {
-        &self.member
-    }
-
-    /// Attach the connection the try uses, once its response head arrived at `at`.
-    pub fn attach(&mut self, conn: Conn, at: Instant) {
-        self.answered();
-        self.conn = Some(conn);
-        self.answered = Some(at);
-    }
-
-    /// The attached connection.
-    pub fn conn_mut(&mut self) -> Option<&mut Conn> {
-        self.conn.as_mut()
-    }
-
-    /// Take the attached connection (for an upgrade).
-    pub fn take_conn(&mut self) -> Option<Conn> {
-        self.conn.take()
-    }
-
-    /// The member failed in the middle of a response body (nothing can be retried then).
-    pub fn upstream_failed_mid_body(&self) {
-        self.member.metrics.err_reset.inc();
-    }
-
-    /// The response ended cleanly: the connection may be reused.
-    pub fn mark_reusable(&mut self) {
-        self.reusable = true;
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.answered();
-        self.member.load.end();
-        self.member.metrics.inflight.dec();
-        if self.reusable {
-            if let Some(conn) = self.conn.take() {
-                let at = self.answered.unwrap_or_else(Instant::now);
-                self.member.conns.checkin(conn, self.epoch, at);
+    #[tokio::test]
+    async fn a_connection_the_member_closed_is_skipped() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = ConnPool::new(1, 4, Duration::from_secs(20));
+        let (c, theirs) = pair(&l).await;
+        pool.checkin(c, 0, Instant::now());
+        drop(theirs);
+        // The close reaches the worker's event loop (an event, awaited with a bound):
+        // from then on the connection is never handed out.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match pool.checkout(0, Instant::now()) {
+                None => break,
+                Some(c) => {
+                    assert!(Instant::now() < deadline, "the close was never noticed");
+                    pool.checkin(c, 0, Instant::now());
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
+        }
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[test]
+    fn connect_errors_blame_the_right_party() {
+        let f = ConnectError::Refused.failure();
+        assert_eq!(
+            (f.kind, f.blame),
+            (ErrorKind::ConnectRefused, Blame::Upstream)
+        );
+        let f = ConnectError::Timeout(Duration::from_secs(1)).failure();
+        assert_eq!(
+            (f.kind, f.blame),
+            (ErrorKind::ConnectTimeout, Blame::Upstream)
+        );
+        let f = ConnectError::Io(io::Error::from_raw_os_error(libc::EMFILE)).failure();
+        assert_eq!((f.kind, f.blame), (ErrorKind::ConnectFailed, Blame::Local));
+        let f = ConnectError::Io(io::Error::from_raw_os_error(libc::EHOSTUNREACH)).failure();
+        assert_eq!(
+            (f.kind, f.blame),
+            (ErrorKind::ConnectFailed, Blame::Upstream)
+        );
+        for e in [
+            ConnectError::Refused,
+            ConnectError::Reset,
+            ConnectError::Timeout(Duration::ZERO),
+        ] {
+            assert_eq!(e.failure().retry, Retry::Unsent, "nothing was sent: {e}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! keep-alive load driver. Every process is killed when its fixture is dropped.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -54,11 +54,6 @@ pub fn hastack() -> &'static str {
     env!("CARGO_BIN_EXE_hastack")
 }
 
-/// A loopback address with a port free right now.
-pub fn local_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 /// Write `req` on a fresh connection and read until the peer closes or 3 s pass.
 pub async fn raw_exchange(addr: SocketAddr, req: &[u8]) -> Vec<u8> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,15 +89,6 @@ pub fn check_file(path: &str) -> (Option<i32>, String, String) {
     )
 }
 
-/// A port free right now on loopback (the OS picks it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Poll `f` every 10 ms until it returns `Some`, or panic with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
 where
@@ -121,13 +107,42 @@ where
     }
 }
 
-pub async fn wait_port(addr: SocketAddr, timeout: Duration) {
-    eventually(
-        timeout,
-        &format!("{addr} to accept connections"),
-        || async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
-    )
-    .await;
+/// The lines a child process prints on stdout, read by a thread (to the end, so the child
+/// never blocks on a full pipe) and handed over as they come.
+pub struct Announcements {
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    what: String,
+}
+
+impl Announcements {
+    /// Read `child`'s stdout (it must have been spawned with `Stdio::piped()`).
+    pub fn of(child: &mut Child, what: &str) -> Announcements {
+        use std::io::BufRead;
+        let out = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more: keep draining.
+                    continue;
+                }
+            }
+        });
+        Announcements {
+            lines,
+            what: what.to_string(),
+        }
+    }
+
+    /// The next line, or a panic naming the process after `timeout` (or if it exited).
+    pub async fn next(&mut self, timeout: Duration) -> String {
+        match tokio::time::timeout(timeout, self.lines.recv()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("{} exited before announcing its address", self.what),
+            Err(_) => panic!("{} announced nothing within {timeout:?}", self.what),
+        }
+    }
 }
 
 /// A child process killed on drop.
@@ -183,7 +198,7 @@ impl Drop for Proc {
     }
 }
 
-/// A `hastack app` backend.
+/// A `hastack app` backend, on a port the kernel picked.
 pub struct Backend {
     pub proc: Proc,
     pub addr: SocketAddr,
@@ -192,41 +207,53 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        Backend::start_on(name, free_port()).await
+        Backend::start_on(name, "127.0.0.1:0".parse().unwrap()).await
     }
 
-    pub async fn start_on(name: &str, port: u16) -> Backend {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(hastack())
-            .args(["app", "--listen", &addr.to_string(), "--name", name])
+    /// Start on `listen` and wait for the app to announce its bound address.
+    pub async fn start_on(name: &str, listen: SocketAddr) -> Backend {
+        let mut child = Command::new(hastack())
+            .args(["app", "--listen", &listen.to_string(), "--name", name])
             .env("HASTACK_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        wait_port(addr, Duration::from_secs(10)).await;
+        let what = format!("backend {name}");
+        let mut out = Announcements::of(&mut child, &what);
+        let proc = Proc {
+            child: Some(child),
+            name: what,
+        };
+        let line = out.next(Duration::from_secs(10)).await;
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from backend {name}: {line:?}"));
         Backend {
-            proc: Proc {
-                child: Some(child),
-                name: format!("backend {name}"),
-            },
+            proc,
             addr,
             name: name.to_string(),
         }
     }
 
-    /// Start again on the same port after a kill.
+    /// Start again at the same address after a kill (a member that restarts). Rebinding a
+    /// port just released is the one place a number is reused; a clash fails loudly.
     pub async fn restart(&mut self) {
         self.proc.kill9();
-        let again = Backend::start_on(&self.name, self.addr.port()).await;
+        let again = Backend::start_on(&self.name, self.addr).await;
         *self = again;
     }
 }
 
-/// A `hastack proxy` process with its config file.
+/// A `hastack proxy` process with its config file. Configs should listen on port 0
+/// (`listen = "127.0.0.1:0"`, listeners named when there are several) and have an admin
+/// listener: the proxy prints each bound address on stdout, the admin line last.
 pub struct ProxyProc {
     pub proc: Proc,
     pub admin: SocketAddr,
+    /// Bound listeners by name.
+    pub listeners: Vec<(String, SocketAddr)>,
     pub config: PathBuf,
 }
 
@@ -242,30 +269,61 @@ pub fn temp_path(name: &str) -> PathBuf {
 }
 
 impl ProxyProc {
-    /// Start with `config` (must contain `[proxy.admin] listen = ADMIN`).
-    pub async fn start(config: &str, admin: SocketAddr, wait_for: &[SocketAddr]) -> ProxyProc {
+    /// Start with `config` and wait until every socket is bound.
+    pub async fn start(config: &str) -> ProxyProc {
         let path = temp_path("proxy.toml");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(hastack())
+        let mut child = Command::new(hastack())
             .args(["proxy", "--config", path.to_str().unwrap()])
-            .env("HASTACK_LOG", "info")
-            .stdout(Stdio::null())
+            .env(
+                "HASTACK_LOG",
+                std::env::var("TEST_PROXY_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let p = ProxyProc {
-            proc: Proc {
-                child: Some(child),
-                name: "proxy".into(),
-            },
-            admin,
-            config: path,
+        let mut out = Announcements::of(&mut child, "proxy");
+        let proc = Proc {
+            child: Some(child),
+            name: "proxy".into(),
         };
-        wait_port(admin, Duration::from_secs(10)).await;
-        for a in wait_for {
-            wait_port(*a, Duration::from_secs(10)).await;
+        let mut listeners = Vec::new();
+        let admin = loop {
+            let line = out.next(Duration::from_secs(10)).await;
+            if let Some(a) = line.strip_prefix("admin listening on ") {
+                break a.parse().unwrap();
+            }
+            let parsed = line
+                .strip_prefix("listener ")
+                .and_then(|l| l.rsplit_once(" listening on "))
+                .and_then(|(name, a)| Some((name.to_string(), a.parse().ok()?)));
+            match parsed {
+                Some(l) => listeners.push(l),
+                None => panic!("unexpected line from the proxy: {line:?}"),
+            }
+        };
+        ProxyProc {
+            proc,
+            admin,
+            listeners,
+            config: path,
         }
-        p
+    }
+
+    /// The address of listener `name`.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no listener {name:?} in {:?}", self.listeners))
+            .1
+    }
+
+    /// The address of the only listener.
+    pub fn listen(&self) -> SocketAddr {
+        assert_eq!(self.listeners.len(), 1, "{:?}", self.listeners);
+        self.listeners[0].1
     }
 
     pub async fn status(&self) -> serde_json::Value {
