@@ -48,7 +48,8 @@ async fn route(p: &ProxyProc, name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_backend_trips_the_route_breaker_then_it_closes_after_recovery() {
     let b0 = Backend::start("b0").await;
-    let page = temp_path("sorry.html");
+    let scratch = Scratch::new("files");
+    let page = scratch.path("sorry.html");
     std::fs::write(&page, "<h1>back soon</h1>").unwrap();
     let cfg = format!(
         r#"

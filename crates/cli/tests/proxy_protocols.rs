@@ -35,8 +35,9 @@ where
 async fn h2c_prior_knowledge_and_tls_with_alpn() {
     let b = Backend::start("only").await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_path = temp_path("cert.pem");
-    let key_path = temp_path("key.pem");
+    let scratch = Scratch::new("files");
+    let cert_path = scratch.path("cert.pem");
+    let key_path = scratch.path("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let cfg = format!(

@@ -71,7 +71,8 @@ pub async fn raw_request(addr: SocketAddr, req: &str) -> String {
 
 /// Run `hastack check` on `text` saved as `name`: (exit code, stdout, stderr).
 pub fn check_text(name: &str, text: &str) -> (Option<i32>, String, String) {
-    let path = temp_path(name);
+    let scratch = Scratch::new("check");
+    let path = scratch.path(name);
     std::fs::write(&path, text).unwrap();
     check_file(path.to_str().unwrap())
 }
@@ -255,23 +256,15 @@ pub struct ProxyProc {
     /// Bound listeners by name.
     pub listeners: Vec<(String, SocketAddr)>,
     pub config: PathBuf,
-}
-
-pub fn temp_path(name: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hastack-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    /// Holds `config`; removed when the proxy is dropped.
+    _scratch: Scratch,
 }
 
 impl ProxyProc {
     /// Start with `config` and wait until every socket is bound.
     pub async fn start(config: &str) -> ProxyProc {
-        let path = temp_path("proxy.toml");
+        let scratch = Scratch::new("proxy");
+        let path = scratch.path("proxy.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(hastack())
             .args(["proxy", "--config", path.to_str().unwrap()])
@@ -308,6 +301,7 @@ impl ProxyProc {
             admin,
             listeners,
             config: path,
+            _scratch: scratch,
         }
     }
 
